@@ -1,0 +1,209 @@
+"""The whole configuration as pydantic models; YAML files plus environment overrides.
+
+Unknown keys and bad values stop the run with a message naming the dotted key and what is
+allowed (``extra="forbid"`` everywhere). API keys are ``SecretStr``: never printed, never
+written to a table or a Spark conf. Environment variables (architecture §3.2) win over YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and the allowed values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(_Section):
+    seed: int = 42
+    name: str = "graphgen"
+    max_tokens: int | None = Field(None, ge=1, description="stop new LLM calls past this total")
+    max_cost: float | None = Field(None, gt=0, description="stop new LLM calls past this cost")
+
+
+class SparkConfig(_Section):
+    master: str | None = Field(None, description="None: leave it to spark-submit / the notebook")
+    app_name: str = "graphgen-spark"
+    # `cached`: jars resolved by `make setup` into jar_cache; `packages`: --packages style
+    # resolution at start; `present`: the cluster already has Delta/GraphFrames (Databricks).
+    jars: Literal["cached", "packages", "present"] = "cached"
+    jar_cache: str = ".jars"
+    shuffle_partitions: int = Field(8, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TablesConfig(_Section):
+    # Databricks: catalog + schema give `catalog.schema.<name>`; otherwise DIR/tables/<name>.
+    catalog: str | None = None
+    db_schema: str | None = Field(None, alias="schema")
+
+
+class InputConfig(_Section):
+    text_field: str | None = Field(None, description="None: first present of content, text")
+    id_field: str | None = None
+    max_doc_chars: int = Field(5_000_000, ge=1)
+    format: Literal["auto", "jsonl", "json", "txt", "md", "csv", "parquet", "table"] = "auto"
+
+
+class ChunkConfig(_Section):
+    tokenizer: Literal["cl100k_base"] = "cl100k_base"
+    size: int = Field(1024, ge=1)
+    overlap: int = Field(100, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkConfig:
+        if self.overlap >= self.size:
+            raise ValueError(f"chunk.overlap ({self.overlap}) must be < chunk.size ({self.size})")
+        return self
+
+
+class LanguageConfig(_Section):
+    force: Literal["en", "zh"] | None = None
+    enforce: bool = True
+
+
+class EndpointConfig(_Section):
+    """One OpenAI-compatible chat-completions endpoint (a role)."""
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(4096, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1, description="endpoint-wide in-flight cap")
+    rpm: int | None = Field(None, ge=1, description="requests per minute, endpoint-wide")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute, endpoint-wide")
+    price_prompt_per_1m: float = Field(0.0, ge=0)
+    price_completion_per_1m: float = Field(0.0, ge=0)
+
+
+class LLMConfig(_Section):
+    synthesizer: EndpointConfig = Field(default_factory=EndpointConfig)
+    trainee: EndpointConfig = Field(default_factory=EndpointConfig)
+    concurrency_per_task: int = Field(16, ge=1)
+    max_retries: int = Field(5, ge=0)
+    backoff_min_s: float = Field(4.0, ge=0)
+    backoff_max_s: float = Field(10.0, ge=0)
+    repair_attempts: int = Field(1, ge=0)
+    # Requests run in waves; each wave's outcomes reach llm_calls before the next starts,
+    # so a crash loses at most one wave of in-flight work.
+    wave_size: int = Field(5000, ge=1)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> LLMConfig:
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("llm.backoff_max_s must be >= llm.backoff_min_s")
+        return self
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    tables: TablesConfig = Field(default_factory=TablesConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+
+    def config_hash(self) -> str:
+        """Hash of everything that shapes results (secrets and Spark plumbing excluded)."""
+        data = self.model_dump(mode="json", exclude={"spark": True})
+        for role in ("synthesizer", "trainee"):
+            data["llm"][role].pop("api_key", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# Environment variables (GraphGen-compatible) -> dotted config keys.
+ENV_OVERRIDES = {
+    "SYNTHESIZER_BASE_URL": "llm.synthesizer.base_url",
+    "SYNTHESIZER_MODEL": "llm.synthesizer.model",
+    "SYNTHESIZER_API_KEY": "llm.synthesizer.api_key",
+    "TRAINEE_BASE_URL": "llm.trainee.base_url",
+    "TRAINEE_MODEL": "llm.trainee.model",
+    "TRAINEE_API_KEY": "llm.trainee.api_key",
+}
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: cannot override, {key!r} is not a section")
+    node[leaf] = value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key"
+    ctx = error.get("ctx") or {}
+    if kind in ("literal_error", "enum") and "expected" in ctx:
+        return f"{key}: {error['input']!r} is not allowed; allowed values: {ctx['expected']}"
+    return f"{key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section an unknown key was found in, for the error message."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
+def build_config(data: dict[str, Any] | None = None, *, env: bool = True) -> Config:
+    """Validate a config mapping (plus env overrides) into :class:`Config` or raise ConfigError."""
+    data = json.loads(json.dumps(data or {}))  # deep copy, plain types
+    if env:
+        for var, dotted in ENV_OVERRIDES.items():
+            if os.environ.get(var):
+                _set_dotted(data, dotted, os.environ[var])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            line = _describe(err)
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_keys(Config, tuple(err["loc"]))
+                if allowed:
+                    line += f"; allowed keys here: {', '.join(allowed)}"
+            lines.append(line)
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, *, env: bool = True, **overrides: Any) -> Config:
+    """Load a YAML config (default conf/local.yaml); ``overrides`` are dotted keys."""
+    path = Path(path) if path else CONF_DIR / "local.yaml"
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for dotted, value in overrides.items():
+        _set_dotted(data, dotted.replace("__", "."), value)
+    return build_config(data, env=env)

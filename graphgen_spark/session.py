@@ -1,0 +1,89 @@
+"""SparkSession with Delta and GraphFrames, for local runs and clusters alike.
+
+``spark.jars`` decides where the JVM artifacts come from: ``cached`` (the local cache made
+by ``make setup``: offline, fast), ``packages`` (``spark.jars.packages`` with the pinned
+coordinates, resolved at start), ``present`` (the cluster already has them, as Databricks
+has Delta). Nothing secret is ever put into the Spark conf.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from graphgen_spark.config import Config
+from graphgen_spark.jars import cached_jars, coordinates
+
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+# LLM stages must not run a task twice on purpose: speculation would re-send requests.
+BASE_CONF = {
+    "spark.speculation": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    "spark.sql.adaptive.enabled": "true",
+}
+
+
+def build_session(
+    cfg: Config, master: str | None = None, extra_conf: dict | None = None
+) -> SparkSession:
+    """Get or create the session for this config (an existing session is reused as is)."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(cfg.spark.app_name)
+    master = master or cfg.spark.master
+    if master:
+        builder = builder.master(master)
+    conf = {
+        **DELTA_CONF,
+        **BASE_CONF,
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+    }
+    if cfg.spark.jars == "cached":
+        jars = cached_jars(cfg.spark.jar_cache)
+        if not any("delta-spark" in j for j in jars):
+            raise RuntimeError(
+                f"Delta jars are not in the cache {cfg.spark.jar_cache!r}; run `make setup` "
+                f"(it resolves {coordinates()['delta']} from Maven Central), or set "
+                "spark.jars: packages / present in the config"
+            )
+        conf["spark.jars"] = ",".join(jars)
+    elif cfg.spark.jars == "packages":
+        conf["spark.jars.packages"] = ",".join(coordinates().values())
+    if master and master.startswith("local"):
+        # python workers of a local session must use this interpreter (the project's venv);
+        # PySpark reads the environment variable, not the conf, when it starts them
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    conf.update(cfg.spark.conf)
+    conf.update(extra_conf or {})
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def has_graphframes(spark: SparkSession) -> bool:
+    """Whether the GraphFrames JVM classes are on this session's classpath."""
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName(  # type: ignore[union-attr]
+            "org.graphframes.GraphFrame",
+            True,
+            spark.sparkContext._jvm.Thread.currentThread().getContextClassLoader(),  # type: ignore[union-attr]
+        )
+        return True
+    except Exception:
+        return False
+
+
+def require_graphframes(spark: SparkSession) -> None:
+    if not has_graphframes(spark):
+        raise RuntimeError(
+            f"GraphFrames is not on the classpath: run `make setup` to resolve "
+            f"{coordinates()['graphframes']} from Maven Central (or copy the jar into .jars/extra/, "
+            "or pass it with --packages on a cluster)"
+        )

@@ -1,0 +1,235 @@
+"""Table names, schemas and the Delta read / MERGE helpers every stage uses.
+
+Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks). Every
+write is a MERGE on the table key (architecture §4.5), so reruns add nothing; the helpers
+return Delta's own operation metrics so stages can report what they changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+STR, LONG, INT, DBL, BOOL = (
+    T.StringType(),
+    T.LongType(),
+    T.IntegerType(),
+    T.DoubleType(),
+    T.BooleanType(),
+)
+
+
+def _schema(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(n, t, True) for n, t in fields])
+
+
+SOURCE_REF = _schema(("source", STR), ("locator", STR), ("source_id", STR))
+
+SCHEMAS: dict[str, T.StructType] = {
+    "documents": _schema(
+        ("doc_id", STR),
+        ("source", STR),
+        ("locator", STR),
+        ("source_id", STR),
+        ("sources", T.ArrayType(SOURCE_REF)),
+        ("text", STR),
+        ("n_chars", LONG),
+        ("format", STR),
+        ("prechunked", BOOL),
+        ("parts", T.ArrayType(STR)),
+        ("metadata", T.MapType(STR, STR)),
+    ),
+    "quarantine": _schema(
+        ("source", STR),
+        ("locator", STR),
+        ("stage", STR),
+        ("reason", STR),
+        ("detail", STR),
+        ("excerpt", STR),
+        ("run_id", STR),
+    ),
+    "chunks": _schema(
+        ("chunk_id", STR),
+        ("doc_id", STR),
+        ("index", INT),
+        ("start_token", INT),
+        ("end_token", INT),
+        ("n_tokens", INT),
+        ("text", STR),
+        ("content_hash", STR),
+        ("language", STR),
+    ),
+    "llm_calls": _schema(
+        ("request_id", STR),
+        ("stage", STR),
+        ("role", STR),
+        ("model", STR),
+        ("base_url", STR),
+        ("messages", STR),
+        ("params", STR),
+        ("response_model", STR),
+        ("status", STR),
+        ("response", STR),
+        ("parsed", STR),
+        ("logprobs", STR),
+        ("error", STR),
+        ("error_kind", STR),
+        ("attempts", INT),
+        ("prompt_tokens", LONG),
+        ("completion_tokens", LONG),
+        ("latency_ms", DBL),
+        ("cost", DBL),
+        ("run_id", STR),
+        ("updated_at", T.TimestampType()),
+    ),
+    "runs": _schema(
+        ("run_id", STR),
+        ("started_at", T.TimestampType()),
+        ("finished_at", T.TimestampType()),
+        ("status", STR),
+        ("config_hash", STR),
+        ("input", STR),
+        ("output", STR),
+        ("stages", T.ArrayType(STR)),
+        ("error", STR),
+        (
+            "stage_stats",
+            T.ArrayType(
+                _schema(
+                    ("stage", STR),
+                    ("status", STR),
+                    ("seconds", DBL),
+                    ("counts", T.MapType(STR, LONG)),
+                    ("prompt_tokens", LONG),
+                    ("completion_tokens", LONG),
+                    ("cost", DBL),
+                )
+            ),
+        ),
+    ),
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "documents": ("doc_id",),
+    "quarantine": ("source", "locator"),
+    "chunks": ("chunk_id",),
+    "llm_calls": ("request_id",),
+    "runs": ("run_id",),
+}
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+class Tables:
+    """Access to the run's Delta tables: path resolution, reads, keyed MERGEs."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        output_dir: str | Path,
+        catalog: str | None = None,
+        schema: str | None = None,
+    ) -> None:
+        self.spark = spark
+        self.output_dir = str(output_dir)
+        self.catalog = catalog
+        self.db_schema = schema
+
+    # -- where -----------------------------------------------------------------------
+    def location(self, name: str) -> str:
+        """Filesystem path (local / cluster) or fully qualified table name (catalog)."""
+        if self.catalog and self.db_schema:
+            return f"{self.catalog}.{self.db_schema}.{name}"
+        base = self.output_dir.rstrip("/")
+        if "://" not in base:
+            base = str(Path(base).resolve())
+        return f"{base}/tables/{name}"
+
+    def _delta(self, name: str) -> DeltaTable:
+        loc = self.location(name)
+        if self.catalog and self.db_schema:
+            return DeltaTable.forName(self.spark, loc)
+        return DeltaTable.forPath(self.spark, loc)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        loc = self.location(name)
+        if self.catalog and self.db_schema:
+            return self.spark.catalog.tableExists(loc)
+        return DeltaTable.isDeltaTable(self.spark, loc)
+
+    def ensure(self, name: str) -> None:
+        """Create the table empty with its schema if it does not exist yet."""
+        if self.exists(name):
+            return
+        builder = DeltaTable.createIfNotExists(self.spark).addColumns(SCHEMAS[name])
+        loc = self.location(name)
+        builder = (
+            builder.tableName(loc) if self.catalog and self.db_schema else builder.location(loc)
+        )
+        builder.execute()
+
+    def read(self, name: str) -> DataFrame:
+        """The table as a DataFrame; an empty one with the schema if it does not exist."""
+        if not self.exists(name):
+            return self.spark.createDataFrame([], SCHEMAS[name])
+        loc = self.location(name)
+        if self.catalog and self.db_schema:
+            return self.spark.read.table(loc)
+        return self.spark.read.format("delta").load(loc)
+
+    # -- writes ----------------------------------------------------------------------------
+    def merge(
+        self,
+        name: str,
+        df: DataFrame,
+        *,
+        update_when: str | None = None,
+        update_set: dict[str, str] | None = None,
+    ) -> MergeResult:
+        """MERGE ``df`` into table ``name`` on its key.
+
+        New keys are inserted. Existing keys are left alone unless ``update_when`` (a SQL
+        condition over ``t.`` target and ``s.`` source columns) holds; then ``update_set``
+        (column -> SQL expression) or all columns are updated.
+        """
+        self.ensure(name)
+        cols = [f.name for f in SCHEMAS[name].fields]
+        df = df.select(*cols)
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in KEYS[name])
+        before = self.version(name)
+        m = self._delta(name).alias("t").merge(df.alias("s"), cond)
+        if update_when is not None:
+            if update_set:
+                m = m.whenMatchedUpdate(condition=update_when, set=update_set)
+            else:
+                m = m.whenMatchedUpdateAll(condition=update_when)
+        m.whenNotMatchedInsertAll().execute()
+        # a MERGE that changes nothing commits no version: then there is nothing to report
+        return self.last_merge(name) if self.version(name) > before else MergeResult()
+
+    def last_merge(self, name: str) -> MergeResult:
+        row = self._delta(name).history(1).select("operation", "operationMetrics").first()
+        if row is None or row["operation"] != "MERGE":
+            return MergeResult()
+        m = row["operationMetrics"] or {}
+        return MergeResult(
+            inserted=int(m.get("numTargetRowsInserted", 0)),
+            updated=int(m.get("numTargetRowsUpdated", 0)),
+            deleted=int(m.get("numTargetRowsDeleted", 0)),
+        )
+
+    def version(self, name: str) -> int:
+        """Current Delta version of a table (-1 when it does not exist)."""
+        if not self.exists(name):
+            return -1
+        return int(self._delta(name).history(1).select("version").first()[0])
