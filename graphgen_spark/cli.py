@@ -1,0 +1,178 @@
+"""The ``graphgen-spark`` command: run, demo, standin, setup, status, submit-args."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from graphgen_spark.config import ROOT, ConfigError, load_config
+
+log = logging.getLogger("graphgen_spark")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from graphgen_spark.pipeline import run_pipeline, select_stages
+
+    cfg = load_config(args.config)
+    stages = select_stages(args.stages)
+    run_id = run_pipeline(cfg, args.input, args.output, stages, master=args.master)
+    print(f"run {run_id} finished: tables under {Path(args.output) / 'tables'}")
+    return 0
+
+
+@contextlib.contextmanager
+def standin_process(extra: list[str] | None = None) -> Iterator[str]:
+    """Start the stand-in endpoint as a child process; yields its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        cmd = [
+            sys.executable,
+            "-m",
+            "graphgen_spark.standin",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *(extra or []),
+        ]
+        proc = subprocess.Popen(cmd)
+        try:
+            deadline = time.monotonic() + 30
+            while not port_file.exists() or not port_file.read_text().strip():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the stand-in endpoint did not start")
+                time.sleep(0.1)
+            yield f"http://127.0.0.1:{int(port_file.read_text())}/v1"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded default, with the stand-in unless an endpoint is set."""
+    from graphgen_spark.pipeline import run_pipeline
+
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("SYNTHESIZER_BASE_URL"):
+            url = stack.enter_context(standin_process())
+            log.info("demo: using the bundled STAND-IN endpoint at %s (not a language model)", url)
+            for role in ("SYNTHESIZER", "TRAINEE"):
+                os.environ.setdefault(f"{role}_BASE_URL", url)
+        cfg = load_config(args.config)
+        run_pipeline(cfg, args.input, args.output)
+    return cmd_status(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Row counts of every table under an output folder, and the latest runs."""
+    from graphgen_spark.session import build_session
+    from graphgen_spark.tables import SCHEMAS, Tables
+
+    cfg = load_config(args.config)
+    spark = build_session(cfg)
+    tables = Tables(spark, args.output, cfg.tables.catalog, cfg.tables.db_schema)
+    print(f"\nTables under {tables.location('')}")
+    for name in SCHEMAS:
+        if tables.exists(name):
+            print(f"  {name:<18} {tables.read(name).count():>8} rows")
+    if tables.exists("quarantine"):
+        reasons = tables.read("quarantine").groupBy("stage", "reason").count().collect()
+        for r in sorted(reasons, key=lambda r: (r["stage"], r["reason"])):
+            print(f"  quarantine[{r['stage']}/{r['reason']}]: {r['count']}")
+    if tables.exists("llm_calls"):
+        calls = tables.read("llm_calls").groupBy("stage", "status").count().collect()
+        for r in sorted(calls, key=lambda r: (r["stage"], r["status"])):
+            print(f"  llm_calls[{r['stage']}/{r['status']}]: {r['count']}")
+    return 0
+
+
+def cmd_setup(_: argparse.Namespace) -> int:
+    from graphgen_spark import assets, jars
+
+    path = assets.install_cl100k()
+    print(f"tokenizer: cl100k_base ranks verified at {path}")
+    return jars.main()
+
+
+def cmd_submit_args(_: argparse.Namespace) -> int:
+    from graphgen_spark.jars import coordinates
+
+    print(','.join(coordinates().values()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphgen-spark", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline (all stages by default)")
+    run.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    run.add_argument("--input", required=False, help="file, folder or table to ingest")
+    run.add_argument("--output", required=True, help="output folder (tables/, export/, report/)")
+    run.add_argument("--stages", help="comma-separated subset, e.g. ingest,chunk")
+    run.add_argument("--master", help="override spark.master (spark-submit sets it itself)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the whole pipeline on the bundled sample corpus")
+    demo.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    demo.add_argument("--input", default=str(ROOT / "examples" / "corpus"))
+    demo.add_argument("--output", default=str(ROOT / "out"))
+    demo.set_defaults(func=cmd_demo)
+
+    status = sub.add_parser("status", help="row counts of the tables under an output folder")
+    status.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    status.add_argument("--output", required=True)
+    status.set_defaults(func=cmd_status)
+
+    setup = sub.add_parser("setup", help="install run-time assets (tokenizer ranks, jars)")
+    setup.set_defaults(func=cmd_setup)
+
+    sa = sub.add_parser("submit-args", help="print the Maven coordinates for spark-submit --packages")
+    sa.set_defaults(func=cmd_submit_args)
+
+    sub.add_parser(
+        "standin", help="run the offline stand-in endpoint (see standin --help)", add_help=False
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["standin"]:
+        from graphgen_spark.standin import main as standin_main
+
+        return standin_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging()
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
