@@ -112,6 +112,50 @@ class LLMConfig(_Section):
         return self
 
 
+DEFAULT_ENTITY_TYPES = (
+    "concept",
+    "date",
+    "location",
+    "keyword",
+    "organization",
+    "person",
+    "event",
+    "work",
+    "nature",
+    "artificial",
+    "science",
+    "technology",
+    "mission",
+    "gene",
+)
+
+
+class ExtractConfig(_Section):
+    entity_types: list[str] = Field(default_factory=lambda: list(DEFAULT_ENTITY_TYPES))
+    strict_types: bool = True
+    max_gleaning_rounds: int = Field(3, ge=0)
+    ask_before_continue: bool = True
+    max_attempts: int = Field(3, ge=1)
+    max_failed_fraction: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _clean_types(self) -> ExtractConfig:
+        types = [t.strip().lower() for t in self.entity_types if t.strip()]
+        if not types:
+            raise ValueError("extract.entity_types must list at least one type")
+        if "unknown" in types:
+            raise ValueError("extract.entity_types: 'unknown' is reserved for placeholders")
+        object.__setattr__(self, "entity_types", list(dict.fromkeys(types)))
+        return self
+
+
+class MergeConfig(_Section):
+    summary_threshold: int = Field(200, ge=1, description="tokens above which to summarise")
+    summary_target: int = Field(200, ge=1)
+    summary_max_input: int = Field(4000, ge=100)
+    unknown_endpoints: Literal["placeholder", "drop"] = "placeholder"
+
+
 class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -120,6 +164,8 @@ class Config(_Section):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    merge: MergeConfig = Field(default_factory=MergeConfig)
 
     def config_hash(self) -> str:
         """Hash of everything that shapes results (secrets and Spark plumbing excluded)."""

@@ -17,6 +17,7 @@ Script file format (``StandinOptions.script`` / ``--script``)::
 The first matching rule wins; unmatched requests use the built-in rules.
 """
 
+from . import extraction as _extraction  # noqa: F401  (registers the task handlers)
 from .commandline import main
 from .options import ALLOWED_FAULTS, DEFAULT_FAULTS, OptionError, StandinOptions
 from .rules import HANDLERS, register_handler

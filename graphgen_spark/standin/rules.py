@@ -44,6 +44,8 @@ class ChatRequest:
     top_logprobs: int = 0
     max_tokens: int | None = None
     n: int = 1
+    # the whole conversation as (role, text) pairs, for multi-turn task handlers
+    messages: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_body(cls, body: Any) -> ChatRequest:
@@ -58,12 +60,14 @@ class ChatRequest:
         if body.get("stream"):
             raise RequestError("the stand-in endpoint does not support stream=true")
         texts: list[str] = []
+        turns: list[tuple[str, str]] = []
         prompt = ""
         for msg in messages:
             if not isinstance(msg, dict):
                 raise RequestError("each message must be an object")
             text = _message_text(msg.get("content"))
             texts.append(text)
+            turns.append((str(msg.get("role", "")), text))
             if msg.get("role") == "user":
                 prompt = text
         response_format = body.get("response_format")
@@ -82,6 +86,7 @@ class ChatRequest:
             top_logprobs=int(body.get("top_logprobs") or 0),
             max_tokens=int(max_tokens) if isinstance(max_tokens, int | float) else None,
             n=n,
+            messages=tuple(turns),
         )
 
 

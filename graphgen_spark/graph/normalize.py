@@ -1,0 +1,55 @@
+"""Entity names and descriptions as the merge sees them (method.md §3.4).
+
+The **display** form is cleaned text (HTML entities decoded, control characters removed,
+matching surrounding quotes stripped, whitespace collapsed); the **key** is
+``casefold(NFKC(display))`` and ``entity_id = h(key)``. Unlike the reference, quotes and
+letter case never split one entity into two nodes.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+
+_CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
+_SPACE = re.compile(r"\s+")
+_QUOTES = [('"', '"'), ("'", "'"), ("`", "`"), ("“", "”"), ("‘", "’"), ("「", "」"), ("『", "』")]
+
+
+def clean_text(text: str | None) -> str:
+    """Descriptions: unescape, drop control characters, collapse whitespace, trim."""
+    if not text:
+        return ""
+    text = html.unescape(text)
+    text = _CONTROL.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def display_name(name: str | None) -> str:
+    """The cleaned name as shown to people and to the LLM."""
+    if not name:
+        return ""
+    text = _CONTROL.sub("", html.unescape(name)).strip()
+    changed = True
+    while changed and len(text) >= 2:
+        changed = False
+        for left, right in _QUOTES:
+            if text.startswith(left) and text.endswith(right) and len(text) >= 2:
+                text = text[len(left) : len(text) - len(right)].strip()
+                changed = True
+                break
+    return _SPACE.sub(" ", text).strip()
+
+
+def name_key(display: str) -> str:
+    """The merge key of a display name: NFKC, then casefold."""
+    return unicodedata.normalize("NFKC", display).casefold()
+
+
+def normalise_type(raw: str | None, allowed: tuple[str, ...], strict: bool) -> str:
+    """Trimmed lower-case type; unlisted types become ``other`` when strict."""
+    t = clean_text(raw).lower()
+    if strict and t not in allowed:
+        return "other"
+    return t or "other"
