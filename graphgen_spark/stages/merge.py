@@ -1,0 +1,382 @@
+"""Merge stage: one knowledge graph from all mentions (method.md §4), then its statistics.
+
+A pure function of the current mentions: entities group by name key (type and name by
+vote, ties lexical), relations by the sorted endpoint pair (undirected, no self-loops);
+descriptions are de-duplicated and joined, and only those over ``merge.summary_threshold``
+tokens are summarised by the LLM (through the request table, so reruns cost nothing).
+Endpoints that no entity mention names become ``UNKNOWN`` placeholders. Rows MERGE on
+their ids and are rewritten only when their content hash changed, so an incremental run
+touches only what new documents changed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+from pydantic import BaseModel
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from graphgen_spark import fsutil
+from graphgen_spark.graph.normalize import clean_text
+from graphgen_spark.graph.stats import compute_stats
+from graphgen_spark.ids import h_col
+from graphgen_spark.language import main_language
+from graphgen_spark.llm.executor import ExecutionSummary, LLMExecutor
+from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
+from graphgen_spark.prompts.summarise import summarise_messages
+from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tokenizer import count_tokens
+
+STAGE = "merge"
+
+
+class Summary(BaseModel):
+    description: str
+
+
+@F.udf(T.ArrayType(T.StringType()))
+def distinct_descriptions(descs: list[str] | None) -> list[str]:
+    """Cleaned, non-empty, de-duplicated by casefold (lexically smallest original kept), sorted."""
+    best: dict[str, str] = {}
+    for d in descs or []:
+        c = clean_text(d)
+        if c:
+            k = c.casefold()
+            if k not in best or c < best[k]:
+                best[k] = c
+    return sorted(best.values())
+
+
+@F.pandas_udf(T.IntegerType())
+def n_tokens(texts: pd.Series) -> pd.Series:
+    return texts.fillna("").map(count_tokens).astype("int32")
+
+
+def _vote(df: DataFrame, group: list[str], value: str, alias: str) -> DataFrame:
+    """Most frequent ``value`` per group, ties by lexical order."""
+    counted = df.groupBy(*group, value).count()
+    w = Window.partitionBy(*group).orderBy(F.desc("count"), F.asc(value))
+    return (
+        counted.withColumn("_r", F.row_number().over(w))
+        .filter("_r = 1")
+        .select(*group, F.col(value).alias(alias))
+    )
+
+
+def _groups(descs: list[str], max_input: int) -> list[list[str]]:
+    """Consecutive descriptions packed into groups that fit the summariser's input budget."""
+    groups: list[list[str]] = [[]]
+    used = 0
+    for d in descs:
+        n = count_tokens(d)
+        if groups[-1] and used + n > max_input:
+            groups.append([])
+            used = 0
+        groups[-1].append(d)
+        used += n
+    return groups
+
+
+SUMMARY_ITEM = T.StructType(
+    [
+        T.StructField("kind", T.StringType()),
+        T.StructField("id", T.StringType()),
+        T.StructField("names", T.ArrayType(T.StringType())),
+        T.StructField("type", T.StringType()),
+        T.StructField("descs", T.ArrayType(T.StringType())),
+        T.StructField("level", T.IntegerType()),
+    ]
+)
+SUMMARY_REQUEST = T.StructType(
+    [T.StructField("id", T.StringType()), T.StructField("group", T.IntegerType())]
+    + REQUEST_SCHEMA.fields
+)
+
+
+class _Merger:
+    def __init__(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.llm = LLMExecutor(ctx)
+        self.summary = ExecutionSummary()
+        self.tmp = f"{ctx.tables.output_dir.rstrip('/')}/_staging/merge-{uuid.uuid4().hex[:12]}"
+        self.step = 0
+
+    def materialise(self, df: DataFrame) -> DataFrame:
+        self.step += 1
+        path = f"{self.tmp}/step{self.step}"
+        df.write.mode("overwrite").parquet(path)
+        return self.ctx.spark.read.parquet(path)
+
+    # -- aggregation ---------------------------------------------------------------------
+    def entities(self, docs: DataFrame) -> DataFrame:
+        em = self.ctx.tables.read("entity_mentions").join(docs, "chunk_id")
+        agg = em.groupBy("key").agg(
+            distinct_descriptions(F.collect_list("description")).alias("descriptions"),
+            F.array_sort(F.collect_set("chunk_id")).alias("chunk_ids"),
+            F.array_sort(F.collect_set("doc_id")).alias("doc_ids"),
+            F.count("*").cast("int").alias("n_mentions"),
+        )
+        named = agg.join(_vote(em, ["key"], "type", "type"), "key").join(
+            _vote(em, ["key"], "display", "name"), "key"
+        )
+        return named.withColumn("is_placeholder", F.lit(False))
+
+    def placeholders(self, entities: DataFrame, rm: DataFrame) -> DataFrame:
+        ends = rm.select(
+            F.col("src_key").alias("key"),
+            F.col("src_display").alias("display"),
+            "chunk_id",
+            "doc_id",
+        ).union(
+            rm.select(
+                F.col("dst_key").alias("key"),
+                F.col("dst_display").alias("display"),
+                "chunk_id",
+                "doc_id",
+            )
+        )
+        missing = ends.join(entities.select("key"), "key", "left_anti")
+        agg = missing.groupBy("key").agg(
+            F.array_sort(F.collect_set("chunk_id")).alias("chunk_ids"),
+            F.array_sort(F.collect_set("doc_id")).alias("doc_ids"),
+        )
+        return (
+            agg.join(_vote(missing, ["key"], "display", "name"), "key")
+            .withColumn("type", F.lit("UNKNOWN"))
+            .withColumn("descriptions", F.array().cast("array<string>"))
+            .withColumn("n_mentions", F.lit(0))
+            .withColumn("is_placeholder", F.lit(True))
+        )
+
+    def relations(self, rm: DataFrame) -> DataFrame:
+        agg = rm.groupBy("src_key", "dst_key").agg(
+            distinct_descriptions(F.collect_list("description")).alias("descriptions"),
+            F.array_sort(F.collect_set("chunk_id")).alias("chunk_ids"),
+            F.array_sort(F.collect_set("doc_id")).alias("doc_ids"),
+            F.count("*").cast("int").alias("n_mentions"),
+        )
+        a, b = h_col("src_key"), h_col("dst_key")
+        return (
+            agg.withColumn("src_id", F.least(a, b))
+            .withColumn("dst_id", F.greatest(a, b))
+            .withColumn("edge_id", h_col("src_id", "dst_id"))
+        )
+
+    # -- summarisation ------------------------------------------------------------------
+    def summarise(self, items: DataFrame) -> DataFrame:
+        """(kind, id, names, type, descs) -> (id, description, summary_levels) for long items.
+
+        Input over ``merge.summary_max_input`` tokens is summarised in consecutive groups,
+        then the group summaries, recursively — never truncated. An item whose summary call
+        fails keeps its joined descriptions (flagged unsummarised) and is retried next run.
+        """
+        cfg = self.cfg
+        max_input, target = cfg.merge.summary_max_input, cfg.merge.summary_target
+        work = self.materialise(items.withColumn("level", F.lit(0)))
+        done = []
+        for _ in range(12):  # each level shrinks the input; 12 levels is far beyond real data
+            if not work.limit(1).count():
+                break
+
+            def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+                for pdf in batches:
+                    rows = []
+                    for r in pdf.itertuples(index=False):
+                        descs = list(r.descs)
+                        lang = main_language("\n".join(descs))
+                        for g, group in enumerate(_groups(descs, max_input)):
+                            msgs = summarise_messages(
+                                r.kind, list(r.names), r.type, group, lang, target
+                            )
+                            rows.append(
+                                {
+                                    "id": r.id,
+                                    "group": g,
+                                    **request_row(cfg, STAGE, "synthesizer", msgs, Summary),
+                                }
+                            )
+                    yield pd.DataFrame(rows, columns=SUMMARY_REQUEST.fieldNames())
+
+            reqs = self.materialise(work.mapInPandas(build, SUMMARY_REQUEST))
+            s = self.llm.execute(reqs.drop("id", "group"), STAGE)
+            self._add(s)
+            answers = self.llm.results(reqs).select(
+                "id", "group", "status", F.get_json_object("parsed", "$.description").alias("text")
+            )
+            per_item = answers.groupBy("id").agg(
+                F.count("*").alias("groups"),
+                F.sum((F.col("status") != "ok").cast("int")).alias("bad"),
+                F.transform(
+                    F.array_sort(F.collect_list(F.struct("group", "text"))), lambda x: x["text"]
+                ).alias("texts"),
+            )
+            step = self.materialise(work.join(per_item, "id"))
+            good = step.filter("bad = 0")
+            done.append(
+                good.filter("groups = 1").select(
+                    "id",
+                    F.col("texts")[0].alias("description"),
+                    (F.col("level") + 1).alias("summary_levels"),
+                )
+            )
+            work = self.materialise(
+                good.filter("groups > 1").select(
+                    "kind",
+                    "id",
+                    "names",
+                    "type",
+                    F.col("texts").alias("descs"),
+                    (F.col("level") + 1).alias("level"),
+                )
+            )
+        schema = "id string, description string, summary_levels int"
+        result = self.ctx.spark.createDataFrame([], schema)
+        for d in done:
+            result = result.unionByName(d)
+        return result
+
+    def _add(self, s: ExecutionSummary) -> None:
+        for name in (
+            "requested",
+            "cached",
+            "sent",
+            "ok",
+            "failed",
+            "invalid",
+            "prompt_tokens",
+            "completion_tokens",
+        ):
+            setattr(self.summary, name, getattr(self.summary, name) + getattr(s, name))
+        self.summary.cost += s.cost
+
+    def describe(
+        self, df: DataFrame, kind: str, id_col: str, names: F.Column, etype: F.Column
+    ) -> DataFrame:
+        """Attach description, n_tokens, summarised, summary_levels to an aggregated frame."""
+        joined = df.withColumn("_joined", F.concat_ws("\n", "descriptions"))
+        joined = self.materialise(joined.withColumn("_tokens", n_tokens("_joined")))
+        long = joined.filter(F.col("_tokens") > self.cfg.merge.summary_threshold).select(
+            F.lit(kind).alias("kind"),
+            F.col(id_col).alias("id"),
+            names.alias("names"),
+            etype.alias("type"),
+            F.col("descriptions").alias("descs"),
+        )
+        summaries = self.summarise(long).withColumnRenamed("id", id_col)
+        out = joined.join(summaries, id_col, "left")
+        return (
+            out.withColumn("summarised", F.col("description").isNotNull())
+            .withColumn("description", F.coalesce("description", "_joined"))
+            .withColumn("summary_levels", F.coalesce("summary_levels", F.lit(0)))
+            .withColumn(
+                "n_tokens",
+                F.when(F.col("summarised"), n_tokens("description")).otherwise(F.col("_tokens")),
+            )
+            .drop("_joined", "_tokens")
+        )
+
+    # -- the stage -------------------------------------------------------------------------
+    def run(self) -> StageResult:
+        ctx, tables, cfg = self.ctx, self.ctx.tables, self.cfg
+        docs = tables.read("chunks").select("chunk_id", "doc_id")
+        rm = self.materialise(tables.read("relation_mentions").join(docs, "chunk_id"))
+        ents = self.materialise(self.entities(docs))
+        holders = self.placeholders(ents, rm)
+        counts: dict[str, int] = {}
+        if cfg.merge.unknown_endpoints == "drop":
+            known = ents.select("key")
+            kept = rm.join(known.withColumnRenamed("key", "src_key"), "src_key").join(
+                known.withColumnRenamed("key", "dst_key"), "dst_key"
+            )
+            dropped = rm.join(
+                kept.select("chunk_id", "src_key", "dst_key"),
+                ["chunk_id", "src_key", "dst_key"],
+                "left_anti",
+            )
+            q = dropped.select(
+                F.lit("relation_mentions").alias("source"),
+                F.concat_ws("|", "chunk_id", "src_key", "dst_key").alias("locator"),
+                F.lit(STAGE).alias("stage"),
+                F.lit("unknown_endpoint").alias("reason"),
+                F.lit(None).cast("string").alias("detail"),
+                F.substring("description", 1, 200).alias("excerpt"),
+                F.lit(ctx.run_id).alias("run_id"),
+            )
+            counts["quarantined_unknown_endpoint"] = tables.merge("quarantine", q).inserted
+            rm = kept
+        else:
+            ents = ents.unionByName(holders)
+        ents = ents.withColumn("entity_id", h_col("key"))
+        ents = self.describe(ents, "entity", "entity_id", F.array("name"), F.col("type"))
+        names = ents.select("entity_id", "name")
+        rels = self.relations(rm)
+        rels = rels.join(
+            names.select(F.col("entity_id").alias("src_id"), F.col("name").alias("src_name")),
+            "src_id",
+        ).join(
+            names.select(F.col("entity_id").alias("dst_id"), F.col("name").alias("dst_name")),
+            "dst_id",
+        )
+        rels = self.describe(
+            rels, "relation", "edge_id", F.array("src_name", "dst_name"), F.lit(None).cast("string")
+        )
+        ent_cols = [c for c in SCHEMAS["entities"].fieldNames() if c != "row_hash"]
+        rel_cols = [c for c in SCHEMAS["relations"].fieldNames() if c != "row_hash"]
+        ents = ents.select(*ent_cols).withColumn(
+            "row_hash", F.sha2(F.to_json(F.struct(*ent_cols)), 256)
+        )
+        rels = rels.select(*rel_cols).withColumn(
+            "row_hash", F.sha2(F.to_json(F.struct(*rel_cols)), 256)
+        )
+        try:
+            e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
+            r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
+            stats = compute_stats(
+                ctx.spark,
+                tables.read("entities"),
+                tables.read("relations"),
+                ctx.run_id,
+                f"{self.tmp}/checkpoints",
+            )
+            tables.merge("graph_stats", stats, update_when="true")
+        finally:
+            fsutil.delete(ctx.spark, self.tmp)
+        s = stats.first()
+        if s["missing_endpoints"]:
+            raise RuntimeError(
+                f"merge: {s['missing_endpoints']} relation endpoint(s) have no entity row"
+            )
+        ctx.log.info(
+            "graph (%s): %d vertices (%d placeholders, %d isolated), %d edges, %d components "
+            "(largest %d), max degree %d",
+            s["engine"],
+            s["vertices"],
+            s["placeholders"],
+            s["isolated"],
+            s["edges"],
+            s["components"],
+            s["largest_component"],
+            s["max_degree"],
+        )
+        result = self.summary.to_result("llm")
+        result.counts.update(
+            counts,
+            entities_inserted=e_res.inserted,
+            entities_updated=e_res.updated,
+            relations_inserted=r_res.inserted,
+            relations_updated=r_res.updated,
+            vertices=s["vertices"],
+            edges=s["edges"],
+            components=s["components"],
+        )
+        return result
+
+
+def run(ctx: StageContext) -> StageResult:
+    return _Merger(ctx).run()
