@@ -120,7 +120,7 @@ def cmd_setup(_: argparse.Namespace) -> int:
 def cmd_submit_args(_: argparse.Namespace) -> int:
     from graphgen_spark.jars import coordinates
 
-    print(','.join(coordinates().values()))
+    print(",".join(coordinates().values()))
     return 0
 
 
@@ -150,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     setup = sub.add_parser("setup", help="install run-time assets (tokenizer ranks, jars)")
     setup.set_defaults(func=cmd_setup)
 
-    sa = sub.add_parser("submit-args", help="print the Maven coordinates for spark-submit --packages")
+    sa = sub.add_parser(
+        "submit-args", help="print the Maven coordinates for spark-submit --packages"
+    )
     sa.set_defaults(func=cmd_submit_args)
 
     sub.add_parser(

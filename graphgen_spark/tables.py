@@ -12,6 +12,7 @@ from pathlib import Path
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 STR, LONG, INT, DBL, BOOL = (
@@ -288,6 +289,17 @@ class Tables:
         self.ensure(name)
         cols = [f.name for f in SCHEMAS[name].fields]
         df = df.select(*cols)
+        if update_when is not None:
+            # Delta rewrites every file holding a matched key and commits a version even when
+            # update_when rejects them all: send only new rows and rows that satisfy it.
+            keys = KEYS[name]
+            on = [F.col(f"s.`{k}`").eqNullSafe(F.col(f"t.`{k}`")) for k in keys]
+            df = (
+                df.alias("s")
+                .join(self.read(name).alias("t"), on, "left")
+                .where(f"t.`{keys[0]}` IS NULL OR ({update_when})")
+                .select("s.*")
+            )
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in KEYS[name])
         before = self.version(name)
         m = self._delta(name).alias("t").merge(df.alias("s"), cond)

@@ -30,11 +30,20 @@ def test_env_overrides_yaml_and_keys_stay_secret(monkeypatch):
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"chunk": {"sise": 3}}, r"chunk\.sise: unknown key; allowed keys here: overlap, size, tokenizer"),
-        ({"spark": {"jars": "maybe"}}, r"spark\.jars: 'maybe' is not allowed; allowed values: 'cached', 'packages' or 'present'"),
+        (
+            {"chunk": {"sise": 3}},
+            r"chunk\.sise: unknown key; allowed keys here: overlap, size, tokenizer",
+        ),
+        (
+            {"spark": {"jars": "maybe"}},
+            r"spark\.jars: 'maybe' is not allowed; allowed values: 'cached', 'packages' or 'present'",
+        ),
         ({"chunk": {"overlap": 1024}}, r"chunk\.overlap \(1024\) must be < chunk\.size \(1024\)"),
         ({"chunk": {"size": 0}}, r"chunk\.size: Input should be greater than or equal to 1"),
-        ({"language": {"force": "fr"}}, r"language\.force: 'fr' is not allowed; allowed values: 'en' or 'zh'"),
+        (
+            {"language": {"force": "fr"}},
+            r"language\.force: 'fr' is not allowed; allowed values: 'en' or 'zh'",
+        ),
         ({"llm": {"synthesizer": {"temprature": 0}}}, r"llm\.synthesizer\.temprature: unknown key"),
         ({"nonsense": {}}, r"nonsense: unknown key; allowed keys here: chunk, input"),
     ],

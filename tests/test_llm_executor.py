@@ -22,9 +22,14 @@ def make_cfg(url: str | None, **llm):
         "llm": {
             **FAST,
             **llm,
-            "synthesizer": {"base_url": url, "model": "standin", "timeout_s": 2.0,
-                            "price_prompt_per_1m": 1.0, "price_completion_per_1m": 2.0,
-                            **llm.pop("synthesizer", {})},
+            "synthesizer": {
+                "base_url": url,
+                "model": "standin",
+                "timeout_s": 2.0,
+                "price_prompt_per_1m": 1.0,
+                "price_completion_per_1m": 2.0,
+                **llm.pop("synthesizer", {}),
+            },
             "trainee": {"base_url": url, "model": "standin-trainee"},
         }
     }
@@ -35,9 +40,12 @@ def make_cfg(url: str | None, **llm):
 def requests_df(spark, cfg, n, stage="test", prefix="fact", **params):
     rows = [
         request_row(
-            cfg, stage, "synthesizer",
+            cfg,
+            stage,
+            "synthesizer",
             [{"role": "user", "content": f"Rewrite {prefix} number {i} about honeybees."}],
-            response_model=TextAnswer, **params,
+            response_model=TextAnswer,
+            **params,
         )
         for i in range(n)
     ]
@@ -80,8 +88,9 @@ def test_calls_are_cached_across_runs(spark, tables):
 
 
 def test_retries_through_every_transport_fault(spark, tables):
-    opts = StandinOptions(fail_first=4, faults=("429", "500", "hang", "drop"),
-                          retry_after_s=0.05, hang_s=5.0)
+    opts = StandinOptions(
+        fail_first=4, faults=("429", "500", "hang", "drop"), retry_after_s=0.05, hang_s=5.0
+    )
     with StandinServer(opts, announce=False) as server:
         cfg = make_cfg(server.base_url, max_retries=5, synthesizer={"timeout_s": 0.5})
         summary = executor(spark, tables, cfg).execute(requests_df(spark, cfg, 6), "test")
@@ -91,7 +100,10 @@ def test_retries_through_every_transport_fault(spark, tables):
         assert all(r["status"] == "ok" and r["attempts"] == 5 for r in rows.values())
         faults = server.stats()["faults_by_kind"]
         assert {k: faults.get(k, 0) for k in ("429", "500", "hang", "drop")} == {
-            "429": 6, "500": 6, "hang": 6, "drop": 6,
+            "429": 6,
+            "500": 6,
+            "hang": 6,
+            "drop": 6,
         }
 
 
@@ -120,7 +132,9 @@ def test_invalid_structured_output_is_recorded_not_cached(spark, tables):
         summary = executor(spark, tables, cfg).execute(reqs, "test")
         assert (summary.invalid, summary.ok) == (3, 0)
         rows = calls(tables)
-        assert all(r["status"] == "invalid" and r["error_kind"] == "validation" for r in rows.values())
+        assert all(
+            r["status"] == "invalid" and r["error_kind"] == "validation" for r in rows.values()
+        )
         assert all(r["error"] for r in rows.values())
         # one repair request each: two completions per request
         assert server.stats()["requests_total"] == 6
@@ -130,9 +144,19 @@ def test_invalid_structured_output_is_recorded_not_cached(spark, tables):
 
 def test_client_errors_fail_at_once_with_the_server_message(spark, tables, tmp_path):
     script = tmp_path / "rules.json"
-    script.write_text(json.dumps({"rules": [
-        {"match": "number 1 ", "status": 400, "message": "context length exceeded (standin)"},
-    ]}))
+    script.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "match": "number 1 ",
+                        "status": 400,
+                        "message": "context length exceeded (standin)",
+                    },
+                ]
+            }
+        )
+    )
     with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
         cfg = make_cfg(server.base_url)
         summary = executor(spark, tables, cfg).execute(requests_df(spark, cfg, 3), "test")
@@ -146,13 +170,20 @@ def test_logprobs_are_stored_and_their_absence_fails_the_call(spark, tables):
     with StandinServer(StandinOptions(), announce=False) as server:
         cfg = make_cfg(server.base_url)
         rows = [
-            request_row(cfg, "judge", "trainee",
-                        [{"role": "user", "content": f"Statement {i}: bees dance. Yes or no?"}],
-                        max_tokens=1, logprobs=True, top_logprobs=5)
+            request_row(
+                cfg,
+                "judge",
+                "trainee",
+                [{"role": "user", "content": f"Statement {i}: bees dance. Yes or no?"}],
+                max_tokens=1,
+                logprobs=True,
+                top_logprobs=5,
+            )
             for i in range(3)
         ]
         summary = executor(spark, tables, cfg).execute(
-            spark.createDataFrame(rows, REQUEST_SCHEMA), "judge")
+            spark.createDataFrame(rows, REQUEST_SCHEMA), "judge"
+        )
         assert summary.ok == 3
         for row in calls(tables).values():
             first = json.loads(row["logprobs"])[0]
@@ -160,10 +191,20 @@ def test_logprobs_are_stored_and_their_absence_fails_the_call(spark, tables):
             assert row["model"] == "standin-trainee"
     with StandinServer(StandinOptions(no_logprobs=True), announce=False) as server:
         cfg = make_cfg(server.base_url)
-        rows = [request_row(cfg, "judge", "trainee", [{"role": "user", "content": "Sky is green?"}],
-                            max_tokens=1, logprobs=True, top_logprobs=5)]
+        rows = [
+            request_row(
+                cfg,
+                "judge",
+                "trainee",
+                [{"role": "user", "content": "Sky is green?"}],
+                max_tokens=1,
+                logprobs=True,
+                top_logprobs=5,
+            )
+        ]
         summary = executor(spark, tables, cfg).execute(
-            spark.createDataFrame(rows, REQUEST_SCHEMA), "judge")
+            spark.createDataFrame(rows, REQUEST_SCHEMA), "judge"
+        )
         assert summary.errors == {"no_logprobs": 1}
         bad = [r for r in calls(tables).values() if r["status"] == "failed"]
         assert server.base_url in bad[0]["error"] and "logprobs" in bad[0]["error"]
@@ -171,8 +212,7 @@ def test_logprobs_are_stored_and_their_absence_fails_the_call(spark, tables):
 
 def test_budget_stops_new_calls_and_secrets_stay_out(spark, tables):
     with StandinServer(StandinOptions(), announce=False) as server:
-        cfg = make_cfg(server.base_url, wave_size=5,
-                       synthesizer={"api_key": "sk-very-secret-key"})
+        cfg = make_cfg(server.base_url, wave_size=5, synthesizer={"api_key": "sk-very-secret-key"})
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"max_tokens": 50})})
         reqs = requests_df(spark, cfg, 20)
         with pytest.raises(BudgetExceeded, match="run.max_tokens=50"):
@@ -180,7 +220,9 @@ def test_budget_stops_new_calls_and_secrets_stay_out(spark, tables):
         sent = server.stats()["requests_total"]
         assert 0 < sent < 20  # stopped between waves, what was sent is recorded
         assert tables.read("llm_calls").count() == sent
-        dump = " ".join(json.dumps(r.asDict(), default=str) for r in tables.read("llm_calls").collect())
+        dump = " ".join(
+            json.dumps(r.asDict(), default=str) for r in tables.read("llm_calls").collect()
+        )
         assert "sk-very-secret-key" not in dump
         assert not any("sk-very-secret-key" in v for _, v in spark.sparkContext.getConf().getAll())
 

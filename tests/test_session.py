@@ -13,11 +13,27 @@ def test_delta_round_trip_through_the_session(spark, tables):
         [("r1", "synthesizer", "ok")], "request_id string, role string, status string"
     )
     full = df.selectExpr(
-        "request_id", "'t' as stage", "role", "'m' as model", "null as base_url",
-        "'[]' as messages", "'{}' as params", "null as response_model", "status",
-        "null as response", "null as parsed", "null as logprobs", "null as error",
-        "null as error_kind", "1 as attempts", "0L as prompt_tokens", "0L as completion_tokens",
-        "0.0 as latency_ms", "0.0 as cost", "'run' as run_id", "current_timestamp() as updated_at",
+        "request_id",
+        "'t' as stage",
+        "role",
+        "'m' as model",
+        "null as base_url",
+        "'[]' as messages",
+        "'{}' as params",
+        "null as response_model",
+        "status",
+        "null as response",
+        "null as parsed",
+        "null as logprobs",
+        "null as error",
+        "null as error_kind",
+        "1 as attempts",
+        "0L as prompt_tokens",
+        "0L as completion_tokens",
+        "0.0 as latency_ms",
+        "0.0 as cost",
+        "'run' as run_id",
+        "current_timestamp() as updated_at",
     )
     assert tables.merge("llm_calls", full).inserted == 1
     assert tables.merge("llm_calls", full).inserted == 0  # keyed MERGE: a rerun adds nothing

@@ -6,7 +6,13 @@ import pytest
 from pydantic import BaseModel
 
 from graphgen_spark.llm.schemas import MoreNeeded, TextAnswer
-from graphgen_spark.llm.structured import ParseError, load_model, model_path, parse_output, response_format
+from graphgen_spark.llm.structured import (
+    ParseError,
+    load_model,
+    model_path,
+    parse_output,
+    response_format,
+)
 
 
 class Item(BaseModel):
@@ -50,7 +56,9 @@ def test_plain_text_for_single_field_models():
     assert parse_output("否", MoreNeeded).more is False
 
 
-@pytest.mark.parametrize("text", ["", "   ", '{"items": [{"name": "bee"}]}', '{"text": "cut', "maybe"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", '{"items": [{"name": "bee"}]}', '{"text": "cut', "maybe"]
+)
 def test_invalid_outputs_raise_with_reasons(text):
     model = TextAnswer if "text" in text else (MoreNeeded if text == "maybe" else Items)
     with pytest.raises(ParseError):

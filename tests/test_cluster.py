@@ -1,0 +1,204 @@
+"""The pipeline through spark-submit on a real standalone cluster on 127.0.0.1.
+
+A master and two one-core workers are started with the ``spark-class`` launcher shipped in
+the pyspark package; the job must run tasks on both workers' executors (read from the
+Spark event log) and produce the same tables as a local run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyspark
+import pytest
+import yaml
+
+from graphgen_spark.config import build_config
+from graphgen_spark.jars import cached_jars
+from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.tables import Tables
+
+pytestmark = pytest.mark.cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARK_HOME = Path(pyspark.__file__).parent
+CORPUS = ROOT / "examples" / "corpus"
+STAGES = "ingest,chunk"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(SPARK_HOME / "bin" / "spark-class"), *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # its own process group: executors die with it
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "SPARK_WORKER_DIR": str(tmp / "work"),
+    }
+    port, ui = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    procs = [
+        _spawn(
+            [
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            tmp / "master.log",
+            env,
+        )
+    ]
+    try:
+        for i in range(2):
+            procs.append(
+                _spawn(
+                    [
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "1g",
+                        "--webui-port",
+                        str(_free_port()),
+                        "--work-dir",
+                        str(tmp / f"work{i}"),
+                        url,
+                    ],
+                    tmp / f"worker{i}.log",
+                    env,
+                )
+            )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                    state = json.load(r)
+                if sum(w["state"] == "ALIVE" for w in state["workers"]) == 2:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"standalone cluster did not come up; logs in {tmp}")
+            time.sleep(1)
+        yield {"url": url, "env": env, "tmp": tmp, "workers": state["workers"]}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+
+
+def _executor_tasks(event_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """executor id -> worker (from its log URL), executor id -> finished task count."""
+    workers: dict[str, str] = {}
+    tasks: dict[str, int] = {}
+    for log in event_dir.iterdir():
+        for line in log.read_text().splitlines():
+            ev = json.loads(line)
+            if ev["Event"] == "SparkListenerExecutorAdded":
+                info = ev["Executor Info"]
+                stdout_url = info.get("Log Urls", {}).get("stdout", "")
+                workers[ev["Executor ID"]] = stdout_url.split("/logPage")[0]
+            elif ev["Event"] == "SparkListenerTaskEnd":
+                eid = ev["Task Info"]["Executor ID"]
+                tasks[eid] = tasks.get(eid, 0) + 1
+    return workers, tasks
+
+
+def _rows(tables: Tables, name: str, order: str) -> list[dict]:
+    return [r.asDict(recursive=True) for r in tables.read(name).orderBy(order).collect()]
+
+
+def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark, tmp_path):
+    events = tmp_path / "events"
+    events.mkdir()
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text(yaml.safe_dump({"spark": {"jars": "present", "shuffle_partitions": 4}}))
+    out_cluster = tmp_path / "cluster_out"
+    cmd = [
+        str(SPARK_HOME / "bin" / "spark-submit"),
+        "--master",
+        cluster["url"],
+        "--jars",
+        ",".join(cached_jars()),
+        "--conf",
+        "spark.eventLog.enabled=true",
+        "--conf",
+        f"spark.eventLog.dir={events}",
+        "--conf",
+        "spark.executor.cores=1",
+        "--conf",
+        "spark.cores.max=2",
+        "--conf",
+        "spark.executor.memory=1g",
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        "spark.databricks.delta.snapshotPartitions=2",
+        str(ROOT / "jobs" / "run_pipeline.py"),
+        "--config",
+        str(conf),
+        "--input",
+        str(CORPUS),
+        "--output",
+        str(out_cluster),
+        "--stages",
+        STAGES,
+    ]
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    workers, tasks = _executor_tasks(events)
+    busy = {workers[e] for e, n in tasks.items() if e != "driver" and n > 0}
+    assert len(busy) == 2, f"tasks ran on {busy} (executors {workers}, tasks {tasks})"
+
+    # the same pipeline on a local session gives the same tables
+    out_local = tmp_path / "local_out"
+    cfg = build_config({"spark": {"shuffle_partitions": 4}}, env=False)
+    run_pipeline(cfg, str(CORPUS), out_local, STAGES.split(","), spark=spark)
+    local, remote = Tables(spark, out_local), Tables(spark, out_cluster)
+    docs_local = _rows(local, "documents", "doc_id")
+    assert docs_local == _rows(remote, "documents", "doc_id") and len(docs_local) >= 5
+    assert _rows(local, "chunks", "chunk_id") == _rows(remote, "chunks", "chunk_id")
+    runs = remote.read("runs").collect()
+    assert len(runs) == 1 and runs[0]["status"] == "ok"
