@@ -88,6 +88,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Row counts of every table under an output folder, and the latest runs."""
+    from pyspark.sql import functions as F
+
     from graphgen_spark.session import build_session
     from graphgen_spark.tables import SCHEMAS, Tables
 
@@ -102,6 +104,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         reasons = tables.read("quarantine").groupBy("stage", "reason").count().collect()
         for r in sorted(reasons, key=lambda r: (r["stage"], r["reason"])):
             print(f"  quarantine[{r['stage']}/{r['reason']}]: {r['count']}")
+    if tables.exists("graph_stats"):
+        g = tables.read("graph_stats").orderBy(F.desc("computed_at")).first()
+        print(
+            f"  graph ({g['engine']}): {g['vertices']} vertices ({g['placeholders']} placeholders, "
+            f"{g['isolated']} isolated), {g['edges']} edges, {g['components']} components "
+            f"(largest {g['largest_component']}), max degree {g['max_degree']}, "
+            f"mean degree {g['mean_degree']:.2f}"
+        )
     if tables.exists("llm_calls"):
         calls = tables.read("llm_calls").groupBy("stage", "status").count().collect()
         for r in sorted(calls, key=lambda r: (r["stage"], r["status"])):

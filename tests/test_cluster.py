@@ -132,8 +132,8 @@ def _executor_tasks(event_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     """executor id -> worker (from its log URL), executor id -> finished task count."""
     workers: dict[str, str] = {}
     tasks: dict[str, int] = {}
-    for log in event_dir.iterdir():
-        for line in log.read_text().splitlines():
+    for log in (p for p in event_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for line in log.read_text(encoding="utf-8").splitlines():
             ev = json.loads(line)
             if ev["Event"] == "SparkListenerExecutorAdded":
                 info = ev["Executor Info"]
@@ -163,6 +163,8 @@ def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark
         ",".join(cached_jars()),
         "--conf",
         "spark.eventLog.enabled=true",
+        "--conf",
+        "spark.eventLog.compress=false",
         "--conf",
         f"spark.eventLog.dir={events}",
         "--conf",

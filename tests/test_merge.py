@@ -269,3 +269,55 @@ def test_pipeline_runs_extract_and_merge_end_to_end(spark, tmp_path):
         run = t.read("runs").first()
         assert run["status"] == "ok"
         assert [s["stage"] for s in run["stage_stats"]] == ["ingest", "chunk", "extract", "merge"]
+
+
+def test_new_documents_extract_only_new_texts_and_touch_only_their_rows(spark, tmp_path):
+    from graphgen_spark.config import ROOT
+    from graphgen_spark.tables import Tables
+
+    corpus = ROOT / "examples" / "corpus"
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "printing.md").write_text(
+        (corpus / "printing.md").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    out = tmp_path / "out"
+    with StandinServer(StandinOptions(), announce=False) as server:
+        cfg = build_config(
+            {
+                "llm": {"synthesizer": {"base_url": server.base_url, "model": "standin"}},
+                "spark": {"shuffle_partitions": 4},
+            },
+            env=False,
+        )
+        run_pipeline(cfg, str(first), out, spark=spark)
+        t = Tables(spark, out)
+        before = {r["entity_id"]: r.asDict() for r in t.read("entities").collect()}
+        versions = t.version("entities")
+        sent_first = server.stats()["requests_total"]
+
+        # nothing new: zero LLM calls, no table version moves
+        run_pipeline(cfg, str(first), out, spark=spark)
+        assert server.stats()["requests_total"] == sent_first
+        assert t.version("entities") == versions
+
+        # one more file: only its chunk texts are extracted
+        (first / "printing_zh.txt").write_text(
+            (corpus / "printing_zh.txt").read_text(encoding="utf-8"), encoding="utf-8"
+        )
+        run_pipeline(cfg, str(first), out, spark=spark)
+        runs = sorted(t.read("runs").collect(), key=lambda r: r["started_at"])
+        extract = next(s for s in runs[-1]["stage_stats"] if s["stage"] == "extract")
+        new_texts = (
+            t.read("chunks")
+            .join(t.read("documents").filter("source like '%printing_zh.txt'"), "doc_id")
+            .select("content_hash")
+            .distinct()
+            .count()
+        )
+        assert extract["counts"]["texts_to_extract"] == new_texts > 0
+        assert server.stats()["requests_total"] > sent_first
+    after = {r["entity_id"]: r.asDict() for r in t.read("entities").collect()}
+    unchanged = [k for k in before if after[k] == before[k]]
+    # the new Chinese text shares no entity with the English one: every old row is untouched
+    assert len(unchanged) == len(before) and len(after) > len(before)

@@ -13,8 +13,19 @@ import re
 import unicodedata
 
 _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
+_SPACE_CONTROL = re.compile(r"[\t\n\r\v\f]")
 _SPACE = re.compile(r"\s+")
-_QUOTES = [('"', '"'), ("'", "'"), ("`", "`"), ("“", "”"), ("‘", "’"), ("「", "」"), ("『", "』")]
+_QUOTES = [
+    ('"', '"'),
+    ("'", "'"),
+    ("`", "`"),
+    ("“", "”"),
+    ("‘", "’"),
+    ("「", "」"),
+    ("『", "』"),
+    ("＂", "＂"),
+    ("＇", "＇"),  # full-width forms: NFKC would turn them into ASCII quotes in keys
+]
 
 
 def clean_text(text: str | None) -> str:
@@ -30,7 +41,8 @@ def display_name(name: str | None) -> str:
     """The cleaned name as shown to people and to the LLM."""
     if not name:
         return ""
-    text = _CONTROL.sub("", html.unescape(name)).strip()
+    # line breaks and tabs inside a name separate words; other control characters are deleted
+    text = _CONTROL.sub("", _SPACE_CONTROL.sub(" ", html.unescape(name))).strip()
     changed = True
     while changed and len(text) >= 2:
         changed = False
@@ -50,6 +62,6 @@ def name_key(display: str) -> str:
 def normalise_type(raw: str | None, allowed: tuple[str, ...], strict: bool) -> str:
     """Trimmed lower-case type; unlisted types become ``other`` when strict."""
     t = clean_text(raw).lower()
-    if strict and t not in allowed:
+    if (strict and t not in allowed) or t == "unknown":  # UNKNOWN is reserved for placeholders
         return "other"
     return t or "other"

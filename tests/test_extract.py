@@ -1,0 +1,587 @@
+"""The extract stage (method.md §3) on real Spark + Delta against the stand-in over HTTP.
+
+Stage runs are slow (each round is several Spark jobs and a Delta MERGE), so the pipeline
+runs happen once per module-scoped fixture and the tests assert on what they left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from graphgen_spark.config import DEFAULT_ENTITY_TYPES, build_config
+from graphgen_spark.ids import h
+from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.stages.extract import (
+    EMPTY,
+    ExtractedEntity,
+    ExtractedRelation,
+    Extraction,
+    normalise,
+    union_new,
+)
+from graphgen_spark.standin import StandinOptions, StandinServer
+from graphgen_spark.tables import SCHEMAS, Tables
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TYPES = {*DEFAULT_ENTITY_TYPES, "other"}
+OUTPUT_TABLES = ("extractions", "entity_mentions", "relation_mentions", "quarantine", "llm_calls")
+
+
+def make_cfg(url: str, llm: dict | None = None, **extract):
+    return build_config(
+        {
+            "llm": {
+                "backoff_min_s": 0.01,
+                "backoff_max_s": 0.05,
+                **(llm or {}),
+                "synthesizer": {"base_url": url, "model": "standin", "timeout_s": 2},
+            },
+            "spark": {"shuffle_partitions": 4},
+            "extract": extract,
+        },
+        env=False,
+    )
+
+
+def rows(tables: Tables, name: str) -> list[dict]:
+    return [r.asDict(recursive=True) for r in tables.read(name).collect()]
+
+
+def has_han(s: str) -> bool:
+    return any("\u4e00" <= c <= "\u9fff" for c in s)
+
+
+def snapshot(tables: Tables) -> dict[str, tuple[int, int]]:
+    return {n: (tables.version(n), tables.read(n).count()) for n in OUTPUT_TABLES}
+
+
+# =============================================================================================
+# 1. The shared samples: ingest -> chunk -> extract, then a rerun of extract
+# =============================================================================================
+@pytest.fixture(scope="module")
+def shared_run(spark, tmp_path_factory):
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared sample data not found at {SHARED_DATA}")
+    src = tmp_path_factory.mktemp("shared_src")
+    for name in ("raw_demo.jsonl", "chunked_demo.json", "txt_demo.txt"):
+        shutil.copy(SHARED_DATA / name, src / name)
+    # raw_demo.jsonl and chunked_demo.json hold the same texts, which ingest collapses into one
+    # document each; a further pre-chunked document whose parts are two of those texts gives
+    # chunk texts shared by different documents (one content_hash, several chunk_ids).
+    lines = [
+        json.loads(line)["content"]
+        for line in (SHARED_DATA / "raw_demo.jsonl").read_text("utf-8").splitlines()
+        if line.strip()
+    ]
+    parts = [{"content": lines[0]}, {"content": lines[-1]}]
+    (src / "combined.json").write_text(json.dumps([parts], ensure_ascii=False), "utf-8")
+    out = tmp_path_factory.mktemp("shared_out")
+    tables = Tables(spark, out)
+    with StandinServer(StandinOptions(), announce=False) as server:
+        cfg = make_cfg(server.base_url)
+        first_run = run_pipeline(
+            cfg, str(src), out, stages=["ingest", "chunk", "extract"], spark=spark
+        )
+        first_stats = server.stats()
+        before = snapshot(tables)
+        rerun = run_pipeline(cfg, str(src), out, stages=["extract"], spark=spark)
+        second_stats = server.stats()
+        after = snapshot(tables)
+    return {
+        "tables": tables,
+        "first_run": first_run,
+        "rerun": rerun,
+        "first_stats": first_stats,
+        "second_stats": second_stats,
+        "before": before,
+        "after": after,
+    }
+
+
+def test_every_chunk_text_is_extracted_ok(shared_run):
+    tables = shared_run["tables"]
+    hashes = {r["content_hash"] for r in rows(tables, "chunks")}
+    ext = {r["content_hash"]: r for r in rows(tables, "extractions")}
+    assert len(hashes) >= 5
+    assert set(ext) == hashes  # one conversation per distinct text, none left out
+    for r in ext.values():
+        assert r["status"] == "ok" and r["reason"] is None
+        assert r["attempts"] == 1 and r["run_id"] == shared_run["first_run"]
+        records = json.loads(r["records"])
+        assert r["n_entities"] == len(records["entities"]) > 0
+        assert r["n_relations"] == len(records["relations"])
+    assert shared_run["first_stats"]["faults_total"] == 0
+
+
+def test_mentions_in_both_languages(shared_run):
+    tables = shared_run["tables"]
+    keys = {r["key"] for r in rows(tables, "entity_mentions")}
+    assert any(has_han(k) for k in keys)
+    assert any(k.isascii() and any(c.isalpha() for c in k) for k in keys)
+    chunk_lang = {r["chunk_id"]: r["language"] for r in rows(tables, "chunks")}
+    assert set(chunk_lang.values()) == {"en", "zh"}
+    for m in rows(tables, "entity_mentions"):
+        # keys are the normalised displays (§3.4); types are from the configured list
+        assert m["key"] and m["key"] == m["key"].casefold() and m["display"]
+        assert m["type"] in TYPES
+    # the mention table's key is (chunk_id, key)
+    pairs = tables.read("entity_mentions").select("chunk_id", "key")
+    assert pairs.count() == pairs.distinct().count()
+
+
+def test_mentions_match_stored_records(shared_run):
+    tables = shared_run["tables"]
+    ext = {r["content_hash"]: json.loads(r["records"]) for r in rows(tables, "extractions")}
+    ents: dict[str, set] = {}
+    rels: dict[str, set] = {}
+    for m in rows(tables, "entity_mentions"):
+        ents.setdefault(m["chunk_id"], set()).add((m["content_hash"], m["key"], m["display"]))
+    for m in rows(tables, "relation_mentions"):
+        rels.setdefault(m["chunk_id"], set()).add((m["content_hash"], m["src_key"], m["dst_key"]))
+        assert m["src_key"] < m["dst_key"]
+    for c in rows(tables, "chunks"):
+        rec = ext[c["content_hash"]]
+        h_ = c["content_hash"]
+        assert ents.get(c["chunk_id"], set()) == {
+            (h_, e["key"], e["display"]) for e in rec["entities"]
+        }
+        assert rels.get(c["chunk_id"], set()) == {
+            (h_, r["src_key"], r["dst_key"]) for r in rec["relations"]
+        }
+    # dangling: an endpoint that is not among the chunk's own entity keys
+    keys_by_chunk = {cid: {k for _, k, _ in v} for cid, v in ents.items()}
+    for m in rows(tables, "relation_mentions"):
+        own = keys_by_chunk.get(m["chunk_id"], set())
+        assert m["dangling"] == (m["src_key"] not in own or m["dst_key"] not in own)
+
+
+def test_shared_text_is_credited_to_every_chunk(shared_run):
+    tables = shared_run["tables"]
+    chunks = rows(tables, "chunks")
+    by_hash: dict[str, list[str]] = {}
+    for c in chunks:
+        by_hash.setdefault(c["content_hash"], []).append(c["chunk_id"])
+    shared = {k: v for k, v in by_hash.items() if len(v) >= 2}
+    assert shared, "expected chunk texts shared by several documents"
+    mentions = rows(tables, "entity_mentions")
+    rel_mentions = rows(tables, "relation_mentions")
+    ext = {r["content_hash"]: r for r in rows(tables, "extractions")}
+    for content_hash, chunk_ids in shared.items():
+        per_chunk = [
+            sorted((m["key"], m["description"]) for m in mentions if m["chunk_id"] == cid)
+            for cid in chunk_ids
+        ]
+        assert per_chunk[0], f"no mentions for chunk {chunk_ids[0]}"
+        assert all(p == per_chunk[0] for p in per_chunk)  # identical credit
+        assert len(per_chunk[0]) == ext[content_hash]["n_entities"]
+        per_chunk_r = [
+            sorted((m["src_key"], m["dst_key"]) for m in rel_mentions if m["chunk_id"] == cid)
+            for cid in chunk_ids
+        ]
+        assert all(p == per_chunk_r[0] for p in per_chunk_r)
+        assert all(
+            m["content_hash"] == content_hash for m in mentions if m["chunk_id"] in chunk_ids
+        )
+    # extracted once: one conversation per distinct text, not per chunk
+    calls = rows(tables, "llm_calls")
+    first_extract_calls = [
+        c for c in calls if c["stage"] == "extract" and len(json.loads(c["messages"])) == 2
+    ]
+    assert len(first_extract_calls) == len(by_hash) < len(chunks)
+
+
+def test_gleaning_ran(shared_run):
+    tables = shared_run["tables"]
+    ext = rows(tables, "extractions")
+    gleaned = [r for r in ext if r["rounds"] >= 1 and len(r["request_ids"]) > 1]
+    assert gleaned
+    for r in ext:
+        # extract, then (check, glean) per round, plus possibly a final check that said no
+        assert 1 + 2 * r["rounds"] <= len(r["request_ids"]) <= 2 + 2 * r["rounds"]
+        assert r["rounds"] <= 3
+        assert len(set(r["request_ids"])) == len(r["request_ids"])
+
+
+def test_every_call_is_a_row_of_llm_calls(shared_run):
+    tables = shared_run["tables"]
+    ext = rows(tables, "extractions")
+    calls = {c["request_id"]: c for c in rows(tables, "llm_calls") if c["stage"] == "extract"}
+    ids = [i for r in ext for i in r["request_ids"]]
+    assert len(calls) == len(ids) == len(set(ids))
+    assert set(calls) == set(ids)
+    assert all(c["status"] == "ok" for c in calls.values())
+    # the stand-in saw exactly these requests (no faults, so one per call)
+    assert shared_run["first_stats"]["completions_ok"] == len(ids)
+    kinds = {c["response_model"].rsplit(":", 1)[-1] for c in calls.values()}
+    assert kinds == {"Extraction", "MoreNeeded"}
+
+
+def test_rerun_sends_nothing_and_inserts_nothing(shared_run):
+    assert (
+        shared_run["second_stats"]["requests_total"] == shared_run["first_stats"]["requests_total"]
+    )
+    before, after = shared_run["before"], shared_run["after"]
+    for name in OUTPUT_TABLES:
+        assert after[name][1] == before[name][1], name  # no rows inserted
+    assert after["extractions"][0] == before["extractions"][0]  # no outcome rewritten
+    tables = shared_run["tables"]
+    run = tables.read("runs").filter(F.col("run_id") == shared_run["rerun"]).first()
+    assert run["status"] == "ok"
+    (stage,) = run["stage_stats"]
+    counts = stage["counts"]
+    assert counts["texts_to_extract"] == 0
+    assert counts["entity_mentions_written"] == counts["relation_mentions_written"] == 0
+    assert counts.get("llm_sent", 0) == 0
+
+
+# =============================================================================================
+# 2 + 4. Failed chunks are recorded and retried; a scripted self-loop is quarantined
+# =============================================================================================
+EN_TEXT = "Marie Curie worked in Paris with Pierre Curie. In 1903 she shared the Nobel Prize."
+ZH_TEXT = "《本草纲目》由李时珍编写。书中记载了许多药用植物和药方。"
+LOOP_TEXT = "Kublai Khan built Xanadu as his summer capital near the Luan River."
+LOOP_ANSWER = {
+    "entities": [
+        {"name": "Xanadu", "type": "Location", "description": "The  summer capital."},
+        {"name": "Kublai Khan", "type": "person", "description": "Built Xanadu."},
+        {"name": "「 」", "type": "concept", "description": "an empty name"},
+    ],
+    "relations": [
+        {"source": "Xanadu", "target": '"xanadu"', "description": "a loop onto itself"},
+        {"source": "Xanadu", "target": "Kublai Khan", "description": "built by him"},
+        {"source": "Kublai Khan", "target": "Shangdu", "description": "an unlisted endpoint"},
+    ],
+}
+
+
+def _chunk(chunk_id, doc_id, text, language):
+    return {
+        "chunk_id": chunk_id,
+        "doc_id": doc_id,
+        "index": 0,
+        "start_token": 0,
+        "end_token": 10,
+        "n_tokens": 10,
+        "text": text,
+        "content_hash": h(text),
+        "language": language,
+    }
+
+
+@pytest.fixture(scope="module")
+def recovery(spark, tmp_path_factory):
+    """Run A: every call fails, max_failed_fraction 0 -> RuntimeError. Run B: fails again,
+    fraction 1.0, two attempts -> recorded. Run C: a healthy stand-in -> all ok."""
+    out = tmp_path_factory.mktemp("recovery_out")
+    tables = Tables(spark, out)
+    chunks = [
+        _chunk("c-en-1", "d1", EN_TEXT, "en"),
+        _chunk("c-en-2", "d2", EN_TEXT, "en"),  # same text in a second document
+        _chunk("c-zh", "d3", ZH_TEXT, "zh"),
+        _chunk("c-loop", "d4", LOOP_TEXT, "en"),
+    ]
+    tables.merge("chunks", spark.createDataFrame(chunks, SCHEMAS["chunks"]))
+    script = tmp_path_factory.mktemp("script") / "rules.json"
+    rule = {"match": "summer capital near the Luan", "content": json.dumps(LOOP_ANSWER)}
+    script.write_text(json.dumps({"rules": [rule]}), "utf-8")
+    res: dict = {"tables": tables, "n_texts": 3}
+    common = {"max_gleaning_rounds": 0}
+    failing = StandinOptions(fail_first=50, faults=("500",))
+    with StandinServer(failing, announce=False) as server:
+        cfg = make_cfg(
+            server.base_url,
+            {"max_retries": 0},
+            max_attempts=1,
+            max_failed_fraction=0.0,
+            **common,
+        )
+        with pytest.raises(RuntimeError) as err:
+            run_pipeline(cfg, None, out, stages=["extract"], spark=spark)
+        res["a_error"] = str(err.value)
+        res["a_stats"] = server.stats()
+        res["a_ext"] = {r["content_hash"]: r for r in rows(tables, "extractions")}
+        res["a_mentions"] = tables.read("entity_mentions").count()
+        res["a_runs"] = rows(tables, "runs")
+
+        cfg = make_cfg(
+            server.base_url,
+            {"max_retries": 0},
+            max_attempts=2,
+            max_failed_fraction=1.0,
+            **common,
+        )
+        res["b_run"] = run_pipeline(cfg, None, out, stages=["extract"], spark=spark)
+        res["b_stats"] = server.stats()
+        res["b_ext"] = {r["content_hash"]: r for r in rows(tables, "extractions")}
+        res["b_mentions"] = (
+            tables.read("entity_mentions").count(),
+            tables.read("relation_mentions").count(),
+        )
+    with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        cfg = make_cfg(server.base_url, {"max_retries": 0}, max_attempts=1, **common)
+        res["c_run"] = run_pipeline(cfg, None, out, stages=["extract"], spark=spark)
+        res["c_stats"] = server.stats()
+    res["c_ext"] = {r["content_hash"]: r for r in rows(tables, "extractions")}
+    return res
+
+
+def test_too_many_failures_fail_the_stage_after_recording(recovery):
+    msg = recovery["a_error"]
+    assert "max_failed_fraction=0.0" in msg and "3 of 3" in msg
+    assert "HTTP 500" in msg  # the top reasons are named
+    # the stage failed, but the outcomes are stored
+    ext = recovery["a_ext"]
+    assert set(ext) == {h(EN_TEXT), h(ZH_TEXT), h(LOOP_TEXT)}
+    for r in ext.values():
+        assert r["status"] == "failed" and r["attempts"] == 1
+        assert r["reason"].startswith("extract: server_error") and "500" in r["reason"]
+        assert r["n_entities"] == 0 and r["n_relations"] == 0
+        assert len(r["request_ids"]) == 1
+    assert recovery["a_mentions"] == 0
+    # max_attempts=1, max_retries=0: one HTTP request per distinct text
+    assert recovery["a_stats"]["requests_total"] == recovery["n_texts"]
+    assert recovery["a_stats"]["faults_by_kind"] == {"500": recovery["n_texts"]}
+    (run,) = recovery["a_runs"]
+    assert run["status"] == "failed" and "max_failed_fraction" in run["error"]
+
+
+def test_failed_chunks_recorded_without_mentions(recovery):
+    ext = recovery["b_ext"]
+    assert len(ext) == recovery["n_texts"]
+    for r in ext.values():
+        assert r["status"] == "failed"
+        assert r["reason"].startswith("extract: server_error") and "500" in r["reason"]
+        assert r["attempts"] == 2  # counted across runs
+        assert r["run_id"] == recovery["b_run"]
+    assert recovery["b_mentions"] == (0, 0)
+    # max_attempts=2: each text's conversation executed twice in run B
+    sent_b = recovery["b_stats"]["requests_total"] - recovery["a_stats"]["requests_total"]
+    assert sent_b == 2 * recovery["n_texts"]
+    tables = recovery["tables"]
+    run = tables.read("runs").filter(F.col("run_id") == recovery["b_run"]).first()
+    assert run["status"] == "ok"
+    assert run["stage_stats"][0]["counts"]["texts_failed"] == recovery["n_texts"]
+
+
+def test_failed_chunks_are_retried_by_the_next_run(recovery):
+    tables = recovery["tables"]
+    ext = recovery["c_ext"]
+    assert len(ext) == recovery["n_texts"]
+    for r in ext.values():
+        assert r["status"] == "ok" and r["reason"] is None
+        assert r["attempts"] == 3
+        assert r["run_id"] == recovery["c_run"]
+        assert r["n_entities"] > 0
+    assert recovery["c_stats"]["requests_total"] == recovery["n_texts"]
+    assert recovery["c_stats"]["faults_total"] == 0
+    by_chunk: dict[str, set] = {}
+    for m in rows(tables, "entity_mentions"):
+        by_chunk.setdefault(m["chunk_id"], set()).add(m["key"])
+    assert set(by_chunk) == {"c-en-1", "c-en-2", "c-zh", "c-loop"}
+    assert by_chunk["c-en-1"] == by_chunk["c-en-2"]
+    assert "marie curie" in by_chunk["c-en-1"]
+    assert any(has_han(k) for k in by_chunk["c-zh"])
+    # the failed calls were replaced by ok answers, not added next to them
+    calls = rows(tables, "llm_calls")
+    assert len(calls) == recovery["n_texts"]
+    assert all(c["status"] == "ok" for c in calls)
+
+
+def test_scripted_answer_is_normalised_and_quarantined(recovery):
+    tables = recovery["tables"]
+    ents = {m["key"]: m for m in rows(tables, "entity_mentions") if m["chunk_id"] == "c-loop"}
+    assert set(ents) == {"xanadu", "kublai khan"}
+    assert ents["xanadu"]["type"] == "location"
+    assert ents["xanadu"]["description"] == "The summer capital."
+    rels = {
+        (m["src_key"], m["dst_key"]): m
+        for m in rows(tables, "relation_mentions")
+        if m["chunk_id"] == "c-loop"
+    }
+    assert set(rels) == {("kublai khan", "xanadu"), ("kublai khan", "shangdu")}
+    built = rels[("kublai khan", "xanadu")]
+    # given Xanadu -> Kublai Khan; stored in key order with displays swapped to match
+    assert (built["src_display"], built["dst_display"]) == ("Kublai Khan", "Xanadu")
+    assert built["dangling"] is False
+    assert rels[("kublai khan", "shangdu")]["dangling"] is True
+    q = rows(tables, "quarantine")
+    assert {r["source"] for r in q} == {f"content:{h(LOOP_TEXT)}"}
+    assert all(r["stage"] == "extract" for r in q)
+    reasons = sorted(r["reason"] for r in q)
+    assert reasons == ["empty_name", "self_loop"]
+    loop = next(r for r in q if r["reason"] == "self_loop")
+    assert "Xanadu" in loop["locator"] and loop["excerpt"] == "a loop onto itself"
+    assert loop["run_id"] == recovery["c_run"]
+
+
+# =============================================================================================
+# 3. normalise / union_new on hand-made answers
+# =============================================================================================
+CFG = build_config({}, env=False)
+
+
+def _ext(entities=(), relations=()) -> Extraction:
+    return Extraction(
+        entities=[ExtractedEntity(name=n, type=t, description=d) for n, t, d in entities],
+        relations=[ExtractedRelation(source=s, target=t, description=d) for s, t, d in relations],
+    )
+
+
+def test_normalise_cleans_and_keys_entities():
+    out = normalise(
+        _ext(
+            [
+                ('"Roman Empire"', " Location ", "An  empire &amp; a state."),
+                ("Julius Caesar", "Spaceship", "A general.\n"),
+            ]
+        ),
+        CFG,
+        "h1",
+    )
+    assert out["quarantined"] == []
+    assert out["entities"] == [
+        {
+            "key": "roman empire",
+            "display": "Roman Empire",
+            "type": "location",
+            "description": "An empire & a state.",
+        },
+        {
+            "key": "julius caesar",
+            "display": "Julius Caesar",
+            "type": "other",  # strict_types: unlisted -> other
+            "description": "A general.",
+        },
+    ]
+
+
+def test_normalise_lenient_types_keep_unlisted():
+    cfg = build_config({"extract": {"strict_types": False}}, env=False)
+    out = normalise(_ext([("Apollo", "Spaceship", "x")]), cfg, "h")
+    assert out["entities"][0]["type"] == "spaceship"
+
+
+def test_normalise_quarantines_empty_names_and_self_loops():
+    out = normalise(
+        _ext(
+            [("Rome", "location", "a city"), ('""', "concept", "nothing"), ("  ", "concept", "")],
+            [
+                ("Rome", "“ROME”", "loops"),
+                ("Rome", "「」", "empty target"),
+                ("", "Rome", "empty source"),
+                ("Rome", "Carthage", "war"),
+            ],
+        ),
+        CFG,
+        "h2",
+    )
+    assert [e["key"] for e in out["entities"]] == ["rome"]
+    assert [(r["src_key"], r["dst_key"]) for r in out["relations"]] == [("carthage", "rome")]
+    reasons = [q["reason"] for q in out["quarantined"]]
+    assert sorted(reasons) == ["empty_name"] * 4 + ["self_loop"]
+    loop = next(q for q in out["quarantined"] if q["reason"] == "self_loop")
+    assert loop["locator"].startswith("relation:") and loop["excerpt"] == "loops"
+    assert all(set(q) == {"reason", "locator", "excerpt"} for q in out["quarantined"])
+
+
+def test_normalise_sorts_relation_endpoints_by_key():
+    out = normalise(
+        _ext(
+            [("Zeus", "person", "z"), ("apollo", "person", "a")],
+            [("Zeus", "apollo", "father of"), ("Athens", "Zeus", "worships")],
+        ),
+        CFG,
+        "h3",
+    )
+    rels = {(r["src_key"], r["dst_key"]): r for r in out["relations"]}
+    assert set(rels) == {("apollo", "zeus"), ("athens", "zeus")}
+    assert (rels[("apollo", "zeus")]["src_display"], rels[("apollo", "zeus")]["dst_display"]) == (
+        "apollo",
+        "Zeus",
+    )
+    assert rels[("apollo", "zeus")]["description"] == "father of"
+    assert (rels[("athens", "zeus")]["src_display"], rels[("athens", "zeus")]["dst_display"]) == (
+        "Athens",
+        "Zeus",
+    )
+    # the key order is by normalised key, not by display (uppercase would sort first)
+    out = normalise(_ext(relations=[("apple", "Banana", "d")]), CFG, "h")
+    (r,) = out["relations"]
+    assert (r["src_key"], r["dst_key"], r["src_display"], r["dst_display"]) == (
+        "apple",
+        "banana",
+        "apple",
+        "Banana",
+    )
+
+
+def test_normalise_merges_duplicates_within_one_answer():
+    out = normalise(
+        _ext(
+            [
+                ("Rome", "location", "Capital of Italy."),
+                ('"ROME"', "person", "Founded by Romulus."),
+                ("ｒｏｍｅ", "location", "capital of italy."),  # same text, other case: once
+            ],
+            [
+                ("Rome", "Romulus", "founded by"),
+                ("Romulus", '"rome"', "Founded it."),
+                ("ROMULUS", "Rome", "founded by"),
+            ],
+        ),
+        CFG,
+        "h4",
+    )
+    (e,) = out["entities"]
+    assert e["key"] == "rome" and e["display"] == "Rome" and e["type"] == "location"
+    assert e["description"].split("\n") == ["Capital of Italy.", "Founded by Romulus."]
+    (r,) = out["relations"]
+    assert (r["src_key"], r["dst_key"]) == ("rome", "romulus")
+    assert r["description"].split("\n") == ["founded by", "Founded it."]
+
+
+def test_union_new_adds_only_new_keys():
+    first = normalise(
+        _ext(
+            [("Rome", "location", "a"), ("Carthage", "location", "b")],
+            [("Rome", "Carthage", "war")],
+        ),
+        CFG,
+        "h",
+    )
+    glean = normalise(
+        _ext(
+            [("ROME", "location", "other text"), ("Hannibal", "person", "c")],
+            [("Carthage", "Rome", "again"), ("Hannibal", "Carthage", "general of"), ("X", "x", "")],
+        ),
+        CFG,
+        "h",
+    )
+    merged, grew = union_new(first, glean)
+    assert grew
+    assert [e["key"] for e in merged["entities"]] == ["rome", "carthage", "hannibal"]
+    # a known key keeps its first record
+    assert merged["entities"][0]["description"] == "a"
+    assert [(r["src_key"], r["dst_key"]) for r in merged["relations"]] == [
+        ("carthage", "rome"),
+        ("carthage", "hannibal"),
+    ]
+    assert [q["reason"] for q in merged["quarantined"]] == ["self_loop"]
+    # nothing new: the union is unchanged and reported as such
+    again, grew = union_new(merged, glean)
+    assert not grew
+    assert again["entities"] == merged["entities"] and again["relations"] == merged["relations"]
+    # a glean with only a new relation is new
+    only_rel = normalise(_ext(relations=[("Rome", "Hannibal", "enemy")]), CFG, "h")
+    _, grew = union_new(merged, only_rel)
+    assert grew
+    # starting from nothing
+    union, grew = union_new(dict(EMPTY), first)
+    assert grew and union["entities"] == first["entities"]
+    _, grew = union_new(first, dict(EMPTY))
+    assert not grew
