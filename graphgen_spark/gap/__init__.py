@@ -1,0 +1,1 @@
+"""Knowledge-gap scoring: verdict probabilities, comprehension loss, calibration (method.md §5)."""
