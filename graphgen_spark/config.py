@@ -91,6 +91,8 @@ class EndpointConfig(_Section):
     tpm: int | None = Field(None, ge=1, description="tokens per minute, endpoint-wide")
     price_prompt_per_1m: float = Field(0.0, ge=0)
     price_completion_per_1m: float = Field(0.0, ge=0)
+    # a fine-tuned trainee is scored beside the old one: judgements are keyed by model + revision
+    revision: str | None = None
 
 
 class LLMConfig(_Section):
@@ -156,6 +158,37 @@ class MergeConfig(_Section):
     unknown_endpoints: Literal["placeholder", "drop"] = "placeholder"
 
 
+class GapConfig(_Section):
+    scope: Literal["all", "relations"] = "all"
+
+
+class QuizConfig(_Section):
+    samples: int = Field(2, ge=1, le=10)
+    # one call returns all statements; the reference's per-statement mode is not offered
+    mode: Literal["single_call"] = "single_call"
+    temperature: float = Field(1.0, ge=0, le=2)
+    max_attempts: int = Field(3, ge=1)
+
+
+class SynonymsConfig(_Section):
+    yes: list[str] = Field(default_factory=list, description="extra words counted as yes")
+    no: list[str] = Field(default_factory=list, description="extra words counted as no")
+
+
+class JudgeConfig(_Section):
+    max_tokens: int = Field(1, ge=1)
+    top_k: int = Field(5, ge=1, le=20)
+    temperature: float = Field(0.0, ge=0, le=2)
+    prompt_language: Literal["auto", "en", "zh"] = "auto"
+    prob_floor: float = Field(1e-6, gt=0, lt=1)
+    max_unjudged_fraction: float = Field(0.05, ge=0, le=1)
+    synonyms: SynonymsConfig = Field(default_factory=SynonymsConfig)
+
+
+class ECEConfig(_Section):
+    bins: int = Field(10, ge=2, le=100)
+
+
 class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     spark: SparkConfig = Field(default_factory=SparkConfig)
@@ -166,6 +199,24 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     merge: MergeConfig = Field(default_factory=MergeConfig)
+    # YAML reads a bare `off` as false: both spellings are accepted
+    gap_scoring: Literal["on", "off"] = "on"
+    gap: GapConfig = Field(default_factory=GapConfig)
+    quiz: QuizConfig = Field(default_factory=QuizConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    ece: ECEConfig = Field(default_factory=ECEConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gap_switch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("gap_scoring"), bool):
+            data = {**data, "gap_scoring": "on" if data["gap_scoring"] else "off"}
+        return data
+
+    def trainee_model(self) -> str:
+        """The trainee's identity in judgements: model name plus revision when set."""
+        t = self.llm.trainee
+        return f"{t.model}@{t.revision}" if t.revision else str(t.model)
 
     def config_hash(self) -> str:
         """Hash of everything that shapes results (secrets and Spark plumbing excluded)."""

@@ -24,7 +24,7 @@ from graphgen_spark.stages.base import StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, Tables
 
 # stage name -> module under graphgen_spark.stages exposing run(ctx) -> StageResult
-STAGES: tuple[str, ...] = ("ingest", "chunk", "extract", "merge")
+STAGES: tuple[str, ...] = ("ingest", "chunk", "extract", "merge", "quiz", "judge")
 
 log = logging.getLogger("graphgen_spark")
 

@@ -1,0 +1,317 @@
+"""Judge stage: the trainee's verdict on every statement, losses, gap scores, calibration.
+
+The trainee answers each statement closed-book with one token and its top-k
+log-probabilities (method.md §5.2); yes/no masses over all candidates give p_yes and the
+loss −ln P(correct label) (§5.3). ``gap_scores`` averages per element; ``calibration``
+holds binned ECE, MCE and Brier per scope, computed from Spark aggregates (no corpus is
+collected). A trainee endpoint without logprobs is a configuration error found by a probe
+before any statement is sent — never a silent constant loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import openai
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from graphgen_spark.config import Config, ConfigError
+from graphgen_spark.gap.calibration import Bin
+from graphgen_spark.gap.verdict import (
+    NO_WORDS,
+    YES_WORDS,
+    normalise_token,
+    read_verdict,
+    statement_loss,
+)
+from graphgen_spark.llm.endpoints import resolve_endpoint
+from graphgen_spark.llm.executor import LLMExecutor
+from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
+from graphgen_spark.prompts.quiz import judge_messages
+from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.tables import SCHEMAS
+
+STAGE = "judge"
+JUDGE_REQUEST = T.StructType(
+    [T.StructField("statement_id", T.StringType())] + REQUEST_SCHEMA.fields
+)
+
+
+def judge_request(cfg: Config, text: str, language: str) -> dict:
+    lang = language if cfg.judge.prompt_language == "auto" else cfg.judge.prompt_language
+    return request_row(
+        cfg,
+        STAGE,
+        "trainee",
+        judge_messages(text, lang),
+        max_tokens=cfg.judge.max_tokens,
+        temperature=cfg.judge.temperature,
+        logprobs=True,
+        top_logprobs=cfg.judge.top_k,
+        seed=0,
+    )
+
+
+def preflight(cfg: Config) -> None:
+    """One probe call: the trainee must return logprobs.content[0].top_logprobs."""
+    ep = resolve_endpoint(cfg, "trainee")
+    req = judge_request(cfg, "Water boils at 100 degrees Celsius at sea level.", "en")
+    client = openai.OpenAI(
+        base_url=ep.base_url, api_key=ep.api_key, timeout=ep.timeout_s, max_retries=3
+    )
+    try:
+        resp = client.chat.completions.create(
+            model=ep.model, messages=json.loads(req["messages"]), **json.loads(req["params"])
+        )
+    finally:
+        client.close()
+    lp = resp.choices[0].logprobs
+    if lp is None or not lp.content or not lp.content[0].top_logprobs:
+        raise ConfigError(
+            f"the trainee endpoint {ep.base_url} (model {ep.model}) returned no chat logprobs: "
+            "gap scoring needs `logprobs` with `top_logprobs` (vLLM and SGLang serve them). "
+            "Point TRAINEE_BASE_URL / llm.trainee at such an endpoint, or set `gap_scoring: off` "
+            "to sample without gap scores."
+        )
+
+
+def _verdict_fn(cfg: Config, trainee_model: str):
+    yes = YES_WORDS | {normalise_token(w) for w in cfg.judge.synonyms.yes}
+    no = NO_WORDS | {normalise_token(w) for w in cfg.judge.synonyms.no}
+    floor, k = cfg.judge.prob_floor, cfg.judge.top_k
+    cols = SCHEMAS["judgements"].fieldNames()
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            rows = []
+            for r in pdf.to_dict("records"):
+                row = dict.fromkeys(cols)
+                row.update(
+                    statement_id=r["statement_id"],
+                    trainee_model=trainee_model,
+                    top_k=k,
+                    request_id=r["request_id"],
+                )
+                if r["status"] != "ok" or not r["logprobs"]:
+                    row["status"] = "failed" if r["status"] != "ok" else "no_logprobs"
+                    rows.append(row)
+                    continue
+                top = json.loads(r["logprobs"])[0]["top_logprobs"]
+                v = read_verdict(top, yes, no)
+                row.update(yes_mass=v.yes_mass, no_mass=v.no_mass, verdict_mass=v.verdict_mass)
+                if not v.ok:
+                    row["status"] = "no_verdict"
+                    rows.append(row)
+                    continue
+                p_yes = v.p_yes
+                label_yes = r["label"] == "yes"
+                predicted = "yes" if p_yes >= 0.5 else "no"
+                row.update(
+                    p_yes=p_yes,
+                    p_no=1.0 - p_yes,
+                    predicted=predicted,
+                    correct=predicted == r["label"],
+                    confidence=max(p_yes, 1.0 - p_yes),
+                    loss=statement_loss(p_yes, label_yes, floor),
+                    status="ok",
+                )
+                rows.append(row)
+            yield pd.DataFrame(rows, columns=cols)
+
+    return score
+
+
+def calibration_rows(judged: DataFrame, trainee_model: str, bins: int, run_id: str) -> list[dict]:
+    """Per scope: ECE, MCE, Brier and the bins, from one grouped aggregate."""
+    scoped = judged.withColumn(
+        "scopes",
+        F.array(
+            F.lit("all"),
+            F.col("element_kind"),
+            F.concat(F.lit("kind:"), "kind"),
+            F.concat(F.lit("language:"), "language"),
+        ),
+    ).select(F.explode("scopes").alias("scope"), "*")
+    ok = scoped.filter("status = 'ok'").withColumn(
+        "k", F.greatest(F.lit(1), F.ceil(F.col("confidence") * bins - F.lit(1e-9))).cast("int")
+    )
+    per_bin = (
+        ok.groupBy("scope", "k")
+        .agg(
+            F.count("*").alias("count"),
+            F.avg(F.col("correct").cast("double")).alias("acc"),
+            F.avg("confidence").alias("conf"),
+        )
+        .collect()
+    )
+    totals = {
+        r["scope"]: r
+        for r in scoped.groupBy("scope")
+        .agg(
+            F.sum((F.col("status") == "ok").cast("long")).alias("n"),
+            F.sum((F.col("status") == "no_verdict").cast("long")).alias("n_no_verdict"),
+            F.avg(
+                F.when(
+                    F.col("status") == "ok",
+                    (F.col("p_yes") - (F.col("label") == "yes").cast("double")) ** 2,
+                )
+            ).alias("brier"),
+        )
+        .collect()
+    }
+    out = []
+    for scope, tot in sorted(totals.items()):
+        n = int(tot["n"] or 0)
+        got = {r["k"]: r for r in per_bin if r["scope"] == scope}
+        bl, ece, mce = [], 0.0, 0.0
+        for k in range(1, bins + 1):
+            b = Bin(k, (k - 1) / bins, k / bins)
+            if k in got:
+                b.count, b.acc, b.conf = (
+                    int(got[k]["count"]),
+                    float(got[k]["acc"]),
+                    float(got[k]["conf"]),
+                )
+                gap = abs(b.acc - b.conf)
+                ece += b.count / n * gap
+                mce = max(mce, gap)
+            bl.append(
+                {"k": b.k, "lo": b.lo, "hi": b.hi, "count": b.count, "acc": b.acc, "conf": b.conf}
+            )
+        out.append(
+            {
+                "trainee_model": trainee_model,
+                "scope": scope,
+                "n": n,
+                "n_no_verdict": int(tot["n_no_verdict"] or 0),
+                "ece": ece if n else None,
+                "mce": mce if n else None,
+                "brier": float(tot["brier"]) if tot["brier"] is not None else None,
+                "bins": bl,
+                "run_id": run_id,
+            }
+        )
+    return out
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, tables, spark = ctx.cfg, ctx.tables, ctx.spark
+    if cfg.gap_scoring == "off":
+        ctx.log.info(
+            "judge: gap_scoring is off — no trainee is scored; sampling will use random order"
+        )
+        return StageResult({"gap_scoring_off": 1})
+    trainee_model = cfg.trainee_model()
+    llm = LLMExecutor(ctx)
+    statements = tables.read("statements")
+    # ok and no_verdict are final answers (a rerun would get the same cached reply)
+    done = tables.read("judgements").filter(
+        (F.col("trainee_model") == trainee_model) & F.col("status").isin("ok", "no_verdict")
+    )
+    todo = statements.join(
+        done.select("statement_id"), "statement_id", "left_anti"
+    ).localCheckpoint()
+    n_todo = todo.count()
+    result = StageResult({"statements_to_judge": n_todo})
+    if n_todo:
+        preflight(cfg)
+        reqs = (
+            todo.select("statement_id", "text", "language")
+            .mapInPandas(
+                lambda it: (
+                    pd.DataFrame(
+                        [
+                            {
+                                "statement_id": r.statement_id,
+                                **judge_request(cfg, r.text, r.language),
+                            }
+                            for r in pdf.itertuples()
+                        ],
+                        columns=JUDGE_REQUEST.fieldNames(),
+                    )
+                    for pdf in it
+                ),
+                JUDGE_REQUEST,
+            )
+            .localCheckpoint()
+        )
+        result.add(llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE).to_result())
+        answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
+        judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
+        res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
+        result.counts["judgements_written"] = res.inserted + res.updated
+    mine = (
+        tables.read("judgements")
+        .filter(F.col("trainee_model") == trainee_model)
+        .join(
+            statements.select(
+                "statement_id", "element_id", "element_kind", "kind", "label", "language"
+            ),
+            "statement_id",
+        )
+    )
+    scores = (
+        mine.groupBy("element_id", "element_kind")
+        .agg(
+            F.avg(F.when(F.col("status") == "ok", F.col("loss"))).alias("loss"),
+            F.avg(F.when(F.col("status") == "ok", F.col("correct").cast("double"))).alias(
+                "accuracy"
+            ),
+            F.avg(F.when(F.col("status") == "ok", F.col("confidence"))).alias("confidence"),
+            F.sum((F.col("status") == "ok").cast("int")).alias("n_ok"),
+            F.count("*").cast("int").alias("n_total"),
+        )
+        .select(
+            "element_id",
+            "element_kind",
+            F.lit(trainee_model).alias("trainee_model"),
+            "loss",
+            "accuracy",
+            "confidence",
+            "n_ok",
+            "n_total",
+            F.when(F.col("n_ok") > 0, "ok").otherwise("unjudged").alias("status"),
+        )
+    )
+    changed = "NOT (t.loss <=> s.loss AND t.n_ok <=> s.n_ok AND t.n_total <=> s.n_total AND t.status <=> s.status)"
+    tables.merge("gap_scores", scores, update_when=changed)
+    cal = calibration_rows(mine, trainee_model, cfg.ece.bins, ctx.run_id)
+    tables.merge(
+        "calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), update_when="true"
+    )
+    overall = next((c for c in cal if c["scope"] == "all"), None)
+    if overall and overall["ece"] is not None:
+        ctx.log.info(
+            "judge: %s — %d judged statements, ECE %.4f, Brier %.4f",
+            trainee_model,
+            overall["n"],
+            overall["ece"],
+            overall["brier"],
+        )
+    g = tables.read("gap_scores").filter(F.col("trainee_model") == trainee_model)
+    counts = {r["status"]: r["count"] for r in g.groupBy("status").count().collect()}
+    total = sum(counts.values())
+    unjudged = counts.get("unjudged", 0)
+    result.counts.update(elements_scored=counts.get("ok", 0), elements_unjudged=unjudged)
+    if total and unjudged / total > cfg.judge.max_unjudged_fraction:
+        reasons = (
+            mine.filter("status <> 'ok'")
+            .groupBy("status")
+            .count()
+            .orderBy(F.desc("count"))
+            .collect()
+        )
+        median_mass = mine.approxQuantile("verdict_mass", [0.5], 0.01)
+        outcomes = ", ".join(f"{r['status']}={r['count']}" for r in reasons)
+        raise RuntimeError(
+            f"judge: {unjudged} of {total} elements have no usable judgement (more than "
+            f"judge.max_unjudged_fraction={cfg.judge.max_unjudged_fraction}); statement outcomes: "
+            f"{outcomes}; median verdict mass "
+            f"{median_mass[0] if median_mass else 'n/a'}. Check the trainee's answers to the yes/no prompt "
+            "(judge.synonyms can extend the word lists)."
+        )
+    return result

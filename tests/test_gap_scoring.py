@@ -1,0 +1,268 @@
+"""Quiz and judge stages against the stand-in with scripted log-probabilities (method.md §5)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from pyspark.sql import Row
+
+from graphgen_spark.config import ConfigError, build_config
+from graphgen_spark.gap.calibration import calibrate
+from graphgen_spark.ids import h
+from graphgen_spark.stages.base import StageContext
+from graphgen_spark.stages.judge import run as judge_run
+from graphgen_spark.stages.quiz import run as quiz_run
+from graphgen_spark.standin import StandinOptions, StandinServer
+from graphgen_spark.tables import SCHEMAS
+
+ln = math.log
+ELEMENTS = {
+    # element id: (kind, description)
+    h("e-bees"): ("relation", "Bees pollinate flowers."),
+    h("e-varroa"): ("relation", "Varroa mites parasitise bees."),
+    h("n-queen"): ("entity", "Queens lay eggs."),
+}
+# first matching rule wins; the judge prompt ends with "Statement: <text>"
+SCRIPT_A = [
+    ("Statement: It is not the case that", [["No", ln(0.7)], ["no", ln(0.1)], ["Yes", ln(0.2)]]),
+    ("Statement: It is false that", [["是", ln(0.5)], ["否", ln(0.3)], ["Maybe", ln(0.2)]]),
+    ("Statement: In other words", [["Yes", ln(0.9)], ["No", ln(0.05)]]),
+    ("Statement: Bees pollinate", [["No", ln(0.99)]]),  # confidently wrong: floored loss
+    ("Statement: Varroa", [[" yes", ln(0.4)], ["YES", ln(0.4)], ["nope", ln(0.2)]]),
+    ("Statement: Queens", [["Perhaps", ln(0.9)]]),  # no yes/no candidate: no verdict
+]
+# expected p_yes per (kind prefix); label from the statement kind
+P_YES_A = {"negation0": 0.2, "negation1": 0.5 / 0.8, "paraphrase0": 0.9 / 0.95}
+ORIGINAL_A = {h("e-bees"): 0.0, h("e-varroa"): 0.8, h("n-queen"): None}
+SCRIPT_B = [("Statement:", [["Yes", ln(0.6)], ["No", ln(0.4)]])]
+
+
+def write_script(path, rules, model=None):
+    path.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {"match": m, "top_logprobs": top, **({"model": model} if model else {})}
+                    for m, top in rules
+                ]
+            }
+        )
+    )
+    return str(path)
+
+
+def graph(spark, tables):
+    ents = [
+        Row(
+            entity_id=h("n-queen"),
+            key="queen",
+            name="Queen",
+            type="person",
+            description=ELEMENTS[h("n-queen")][1],
+            n_tokens=4,
+            n_mentions=1,
+            descriptions=[],
+            summarised=False,
+            summary_levels=0,
+            chunk_ids=["c"],
+            doc_ids=["d"],
+            is_placeholder=False,
+            row_hash="x",
+        ),
+        Row(
+            entity_id=h("n-ghost"),
+            key="ghost",
+            name="Ghost",
+            type="UNKNOWN",
+            description="",
+            n_tokens=0,
+            n_mentions=0,
+            descriptions=[],
+            summarised=False,
+            summary_levels=0,
+            chunk_ids=["c"],
+            doc_ids=["d"],
+            is_placeholder=True,
+            row_hash="y",
+        ),
+    ]
+    rels = [
+        Row(
+            edge_id=eid,
+            src_id="a",
+            dst_id="b",
+            src_name="A",
+            dst_name="B",
+            description=desc,
+            n_tokens=4,
+            n_mentions=1,
+            descriptions=[],
+            summarised=False,
+            summary_levels=0,
+            chunk_ids=["c"],
+            doc_ids=["d"],
+            row_hash="z",
+        )
+        for eid, (kind, desc) in ELEMENTS.items()
+        if kind == "relation"
+    ]
+    tables.merge("entities", spark.createDataFrame(ents, SCHEMAS["entities"]))
+    tables.merge("relations", spark.createDataFrame(rels, SCHEMAS["relations"]))
+
+
+def ctx(spark, tables, url, trainee="trainee-a", **extra):
+    cfg = build_config(
+        {
+            "llm": {
+                "backoff_min_s": 0.01,
+                "backoff_max_s": 0.05,
+                "synthesizer": {"base_url": url, "model": "standin"},
+                "trainee": {"base_url": url, "model": trainee},
+            },
+            **extra,
+        },
+        env=False,
+    )
+    return StageContext(spark, cfg, tables, run_id="gap-test")
+
+
+@pytest.fixture(scope="module")
+def scored(spark, tmp_path_factory):
+    from graphgen_spark.tables import Tables
+
+    tmp = tmp_path_factory.mktemp("gap")
+    tables = Tables(spark, tmp / "out")
+    graph(spark, tables)
+    script = tmp / "rules.json"
+    write_script(script, SCRIPT_A, "trainee-a")
+    rules = json.loads(script.read_text())["rules"]
+    rules += [{"match": m, "top_logprobs": top, "model": "trainee-b"} for m, top in SCRIPT_B]
+    script.write_text(json.dumps({"rules": rules}))
+    with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        quiz = quiz_run(ctx(spark, tables, server.base_url))
+        judge_a = judge_run(
+            ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})
+        )
+        calls = server.stats()["requests_total"]
+        again = (
+            quiz_run(ctx(spark, tables, server.base_url)),
+            judge_run(ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})),
+        )
+        calls_again = server.stats()["requests_total"]
+        judge_b = judge_run(ctx(spark, tables, server.base_url, trainee="trainee-b"))
+    return {
+        "tables": tables,
+        "quiz": quiz,
+        "judge_a": judge_a,
+        "judge_b": judge_b,
+        "again": again,
+        "calls": (calls, calls_again),
+    }
+
+
+def test_quiz_writes_balanced_statements_for_non_placeholders(scored):
+    rows = scored["tables"].read("statements").collect()
+    assert {r["element_id"] for r in rows} == set(ELEMENTS)  # the placeholder is never quizzed
+    for eid, (kind, desc) in ELEMENTS.items():
+        mine = sorted((r["kind"], r["idx"], r["label"]) for r in rows if r["element_id"] == eid)
+        assert mine == [
+            ("negation", 0, "no"),
+            ("negation", 1, "no"),
+            ("original", 0, "yes"),
+            ("paraphrase", 0, "yes"),
+        ]
+        original = next(r for r in rows if r["element_id"] == eid and r["kind"] == "original")
+        assert original["text"] == desc and original["element_kind"] == kind
+        assert original["statement_id"] == h(eid, h(desc), "original", 0)
+    assert scored["quiz"].counts["statements_written"] == 12
+
+
+def expected_a():
+    """(element, p_yes or None, label) per statement of trainee A, from the script."""
+    out = []
+    for eid in ELEMENTS:
+        out.append((eid, ORIGINAL_A[eid], "yes"))
+        out.append((eid, P_YES_A["paraphrase0"], "yes"))
+        out.append((eid, P_YES_A["negation0"], "no"))
+        out.append((eid, P_YES_A["negation1"], "no"))
+    return out
+
+
+def test_losses_and_gap_scores_are_exact(scored):
+    tables = scored["tables"]
+    judged = [r for r in tables.read("judgements").collect() if r["trainee_model"] == "trainee-a"]
+    assert len(judged) == 12
+    assert sum(r["status"] == "no_verdict" for r in judged) == 1
+    scores = {
+        r["element_id"]: r
+        for r in tables.read("gap_scores").collect()
+        if r["trainee_model"] == "trainee-a"
+    }
+    for eid in ELEMENTS:
+        items = [(p, lab) for e, p, lab in expected_a() if e == eid and p is not None]
+        losses = [-ln(max(p if lab == "yes" else 1 - p, 1e-6)) for p, lab in items]
+        s = scores[eid]
+        assert s["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-9)
+        assert s["n_ok"] == len(items) and s["n_total"] == 4 and s["status"] == "ok"
+        acc = sum((p >= 0.5) == (lab == "yes") for p, lab in items) / len(items)
+        assert s["accuracy"] == pytest.approx(acc)
+    # the confidently wrong original is floored at 1e-6, not infinite
+    bees = [r for r in judged if r["p_yes"] == 0.0]
+    assert len(bees) == 1 and bees[0]["loss"] == pytest.approx(-ln(1e-6))
+
+
+def test_ece_is_exact_per_scope(scored):
+    cal = {
+        (r["trainee_model"], r["scope"]): r for r in scored["tables"].read("calibration").collect()
+    }
+    items = [(p, lab == "yes") for _, p, lab in expected_a() if p is not None]
+    want = calibrate(items, bins=10)
+    got = cal[("trainee-a", "all")]
+    assert got["n"] == 11 and got["n_no_verdict"] == 1
+    assert got["ece"] == pytest.approx(want.ece) and got["mce"] == pytest.approx(want.mce)
+    assert got["brier"] == pytest.approx(want.brier)
+    assert [b["count"] for b in got["bins"]] == [b.count for b in want.bins]
+    rel = [
+        (p, lab == "yes")
+        for e, p, lab in expected_a()
+        if p is not None and ELEMENTS[e][0] == "relation"
+    ]
+    assert cal[("trainee-a", "relation")]["ece"] == pytest.approx(calibrate(rel).ece)
+
+
+def test_reruns_make_no_calls_and_two_trainees_sit_side_by_side(scored):
+    calls, calls_again = scored["calls"]
+    assert calls_again == calls
+    quiz_again, judge_again = scored["again"]
+    assert (
+        quiz_again.counts["elements_to_quiz"] == 0
+        and judge_again.counts["statements_to_judge"] == 0
+    )
+    tables = scored["tables"]
+    by_model = {}
+    for r in tables.read("gap_scores").collect():
+        by_model.setdefault(r["trainee_model"], {})[r["element_id"]] = r["loss"]
+    assert set(by_model) == {"trainee-a", "trainee-b"}
+    # trainee B says yes with 0.6 to everything
+    for loss_b in by_model["trainee-b"].values():
+        assert loss_b == pytest.approx((2 * -ln(0.6) + 2 * -ln(0.4)) / 4)
+    assert {r["trainee_model"] for r in tables.read("calibration").collect()} == {
+        "trainee-a",
+        "trainee-b",
+    }
+
+
+def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
+    graph(spark, tables)
+    with StandinServer(StandinOptions(no_logprobs=True), announce=False) as server:
+        quiz_run(ctx(spark, tables, server.base_url))
+        with pytest.raises(
+            ConfigError, match=r"returned no chat logprobs.*gap_scoring: off"
+        ) as err:
+            judge_run(ctx(spark, tables, server.base_url))
+        assert server.base_url in str(err.value) and "trainee-a" in str(err.value)
+        assert tables.read("judgements").count() == 0
+        off = judge_run(ctx(spark, tables, server.base_url, gap_scoring="off"))
+        assert off.counts == {"gap_scoring_off": 1}
