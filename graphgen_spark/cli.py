@@ -119,6 +119,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gap_compare(args: argparse.Namespace) -> int:
+    """Loss, accuracy and ECE per element kind for two trainee models (before / after)."""
+    from graphgen_spark.report.compare import compare_trainees, format_comparison
+    from graphgen_spark.session import build_session
+    from graphgen_spark.tables import Tables
+
+    cfg = load_config(args.config)
+    tables = Tables(build_session(cfg), args.output, cfg.tables.catalog, cfg.tables.db_schema)
+    rows = compare_trainees(tables, args.before, args.after)
+    if not rows:
+        print(
+            f"no elements are scored for both {args.before!r} and {args.after!r}", file=sys.stderr
+        )
+        return 1
+    print(format_comparison(rows, args.before, args.after))
+    return 0
+
+
 def cmd_setup(_: argparse.Namespace) -> int:
     from graphgen_spark import assets, jars
 
@@ -156,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
     status.add_argument("--output", required=True)
     status.set_defaults(func=cmd_status)
+
+    cmp_ = sub.add_parser("gap-compare", help="compare two trainee models' gap scores and ECE")
+    cmp_.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    cmp_.add_argument("--output", required=True)
+    cmp_.add_argument("--before", required=True, help="trainee model (name[@revision]) before")
+    cmp_.add_argument("--after", required=True, help="trainee model (name[@revision]) after")
+    cmp_.set_defaults(func=cmd_gap_compare)
 
     setup = sub.add_parser("setup", help="install run-time assets (tokenizer ranks, jars)")
     setup.set_defaults(func=cmd_setup)

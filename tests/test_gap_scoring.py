@@ -266,3 +266,26 @@ def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
         assert tables.read("judgements").count() == 0
         off = judge_run(ctx(spark, tables, server.base_url, gap_scoring="off"))
         assert off.counts == {"gap_scoring_off": 1}
+
+
+def test_reliability_diagram_and_before_after_comparison(scored):
+    from pathlib import Path
+
+    from graphgen_spark.report.compare import compare_trainees, format_comparison
+
+    tables = scored["tables"]
+    png = Path(tables.output_dir) / "report" / "reliability_trainee-a.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    rows = {r["kind"]: r for r in compare_trainees(tables, "trainee-a", "trainee-b")}
+    assert set(rows) == {"all", "entity", "relation"}
+    scores = {
+        (r["trainee_model"], r["element_id"]): r["loss"]
+        for r in tables.read("gap_scores").collect()
+    }
+    rel_a = [scores[("trainee-a", e)] for e, (k, _) in ELEMENTS.items() if k == "relation"]
+    assert rows["relation"]["loss_before"] == pytest.approx(sum(rel_a) / len(rel_a))
+    assert rows["all"]["loss_after"] == pytest.approx((2 * -ln(0.6) + 2 * -ln(0.4)) / 4)
+    cal = {(r["trainee_model"], r["scope"]): r["ece"] for r in tables.read("calibration").collect()}
+    assert rows["entity"]["ece_after"] == pytest.approx(cal[("trainee-b", "entity")])
+    text = format_comparison(list(rows.values()), "trainee-a", "trainee-b")
+    assert "trainee-a  ->  trainee-b" in text and "relation" in text

@@ -32,6 +32,7 @@ from graphgen_spark.llm.endpoints import resolve_endpoint
 from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import judge_messages
+from graphgen_spark.report.reliability import reliability_png
 from graphgen_spark.stages.base import StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
@@ -284,6 +285,9 @@ def run(ctx: StageContext) -> StageResult:
         "calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), update_when="true"
     )
     overall = next((c for c in cal if c["scope"] == "all"), None)
+    if overall and overall["n"]:
+        png = reliability_png(overall, f"{tables.output_dir.rstrip('/')}/report")
+        ctx.log.info("judge: reliability diagram %s", png)
     if overall and overall["ece"] is not None:
         ctx.log.info(
             "judge: %s — %d judged statements, ECE %.4f, Brier %.4f",
