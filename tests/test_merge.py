@@ -13,6 +13,7 @@ from graphgen_spark.stages.merge import run as merge_run
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import SCHEMAS
 
+GRAPH_STAGES = ["ingest", "chunk", "extract", "merge"]
 LONG = "Apis mellifera workers forage for nectar and pollen across many kilometres of land. "
 
 
@@ -258,7 +259,9 @@ def test_pipeline_runs_extract_and_merge_end_to_end(spark, tmp_path):
         )
         from graphgen_spark.config import ROOT
 
-        run_pipeline(cfg, str(ROOT / "examples" / "corpus"), tmp_path / "out", spark=spark)
+        run_pipeline(
+            cfg, str(ROOT / "examples" / "corpus"), tmp_path / "out", GRAPH_STAGES, spark=spark
+        )
         from graphgen_spark.tables import Tables
 
         t = Tables(spark, tmp_path / "out")
@@ -290,14 +293,14 @@ def test_new_documents_extract_only_new_texts_and_touch_only_their_rows(spark, t
             },
             env=False,
         )
-        run_pipeline(cfg, str(first), out, spark=spark)
+        run_pipeline(cfg, str(first), out, GRAPH_STAGES, spark=spark)
         t = Tables(spark, out)
         before = {r["entity_id"]: r.asDict() for r in t.read("entities").collect()}
         versions = t.version("entities")
         sent_first = server.stats()["requests_total"]
 
         # nothing new: zero LLM calls, no table version moves
-        run_pipeline(cfg, str(first), out, spark=spark)
+        run_pipeline(cfg, str(first), out, GRAPH_STAGES, spark=spark)
         assert server.stats()["requests_total"] == sent_first
         assert t.version("entities") == versions
 
@@ -305,7 +308,7 @@ def test_new_documents_extract_only_new_texts_and_touch_only_their_rows(spark, t
         (first / "printing_zh.txt").write_text(
             (corpus / "printing_zh.txt").read_text(encoding="utf-8"), encoding="utf-8"
         )
-        run_pipeline(cfg, str(first), out, spark=spark)
+        run_pipeline(cfg, str(first), out, GRAPH_STAGES, spark=spark)
         runs = sorted(t.read("runs").collect(), key=lambda r: r["started_at"])
         extract = next(s for s in runs[-1]["stage_stats"] if s["stage"] == "extract")
         new_texts = (
