@@ -104,7 +104,8 @@ def run_pipeline(
                 "stage %s: done in %.1f s %s",
                 name,
                 seconds,
-                " ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v) or "(nothing to do)",
+                " ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v)
+                or "(nothing to do)",
             )
             _write_run(tables, run)
         run["status"] = "ok"

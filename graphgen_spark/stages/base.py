@@ -8,9 +8,10 @@ and MERGEs its output into its Delta table. The driver never collects a corpus-s
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from graphgen_spark.config import Config
 from graphgen_spark.tables import Tables
@@ -42,3 +43,27 @@ class StageResult:
         self.completion_tokens += other.completion_tokens
         self.cost += other.cost
         return self
+
+
+class Scratch:
+    """A stage's private staging folder under ``DIR/_staging``.
+
+    ``materialise`` writes a DataFrame once and reads it back, so anything derived from LLM
+    answers is never re-evaluated (method.md §1 rule 2; the Spark form of GraphGen #141).
+    """
+
+    def __init__(self, ctx: StageContext, name: str) -> None:
+        self.spark = ctx.spark
+        self.path = f"{ctx.tables.output_dir.rstrip('/')}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+        self.step = 0
+
+    def materialise(self, df: DataFrame) -> DataFrame:
+        self.step += 1
+        path = f"{self.path}/step{self.step}"
+        df.write.mode("overwrite").parquet(path)
+        return self.spark.read.parquet(path)
+
+    def cleanup(self) -> None:
+        from graphgen_spark import fsutil
+
+        fsutil.delete(self.spark, self.path)

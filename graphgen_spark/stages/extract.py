@@ -11,7 +11,6 @@ recorded ``failed`` in ``extractions`` with its reason and retried by the next r
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pandas as pd
@@ -20,14 +19,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from graphgen_spark import fsutil
 from graphgen_spark.config import Config
 from graphgen_spark.graph.normalize import clean_text, display_name, name_key, normalise_type
-from graphgen_spark.llm.executor import ExecutionSummary, LLMExecutor
+from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
 STAGE = "extract"
@@ -230,32 +228,9 @@ class _Extractor:
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.llm = LLMExecutor(ctx)
-        self.summary = ExecutionSummary()
-        self.tmp = f"{ctx.tables.output_dir.rstrip('/')}/_staging/extract-{uuid.uuid4().hex[:12]}"
-        self.step = 0
-
-    def materialise(self, df: DataFrame) -> DataFrame:
-        """Write a DataFrame whose lineage holds LLM answers once, and read it back (§1 rule 2)."""
-        self.step += 1
-        path = f"{self.tmp}/step{self.step}"
-        df.write.mode("overwrite").parquet(path)
-        return self.ctx.spark.read.parquet(path)
-
-    def _add(self, s: ExecutionSummary) -> None:
-        for name in (
-            "requested",
-            "cached",
-            "sent",
-            "ok",
-            "failed",
-            "invalid",
-            "prompt_tokens",
-            "completion_tokens",
-        ):
-            setattr(self.summary, name, getattr(self.summary, name) + getattr(s, name))
-        self.summary.cost += s.cost
-        for k, v in s.errors.items():
-            self.summary.errors[k] = self.summary.errors.get(k, 0) + v
+        self.result = StageResult()
+        self.scratch = Scratch(ctx, "extract")
+        self.materialise = self.scratch.materialise
 
     def round(self, state: DataFrame, kind: str) -> DataFrame:
         active = state.filter("active")
@@ -264,7 +239,7 @@ class _Extractor:
         )
         for _ in range(self.cfg.extract.max_attempts):
             s = self.llm.execute(reqs.drop("content_hash"), STAGE)
-            self._add(s)
+            self.result.add(s.to_result())
             if s.failed + s.invalid == 0:
                 break
         answers = self.llm.results(reqs).select(
@@ -328,10 +303,10 @@ class _Extractor:
                 failure = self._failures(state, n_todo, result_counts)
             result_counts.update(self._write_mentions())
         finally:
-            fsutil.delete(ctx.spark, self.tmp)
+            self.scratch.cleanup()
         if failure:  # outcomes are stored; the stage fails loudly, a rerun retries only those
             raise RuntimeError(failure)
-        result = self.summary.to_result()
+        result = self.result
         result.counts.update(result_counts)
         return result
 

@@ -11,7 +11,6 @@ touches only what new documents changed.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pandas as pd
@@ -20,15 +19,14 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from graphgen_spark import fsutil
 from graphgen_spark.graph.normalize import clean_text
 from graphgen_spark.graph.stats import compute_stats
 from graphgen_spark.ids import h_col
 from graphgen_spark.language import main_language
-from graphgen_spark.llm.executor import ExecutionSummary, LLMExecutor
+from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.summarise import summarise_messages
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
 
@@ -103,15 +101,9 @@ class _Merger:
         self.ctx = ctx
         self.cfg = ctx.cfg
         self.llm = LLMExecutor(ctx)
-        self.summary = ExecutionSummary()
-        self.tmp = f"{ctx.tables.output_dir.rstrip('/')}/_staging/merge-{uuid.uuid4().hex[:12]}"
-        self.step = 0
-
-    def materialise(self, df: DataFrame) -> DataFrame:
-        self.step += 1
-        path = f"{self.tmp}/step{self.step}"
-        df.write.mode("overwrite").parquet(path)
-        return self.ctx.spark.read.parquet(path)
+        self.result = StageResult()
+        self.scratch = Scratch(ctx, "merge")
+        self.materialise = self.scratch.materialise
 
     # -- aggregation ---------------------------------------------------------------------
     def entities(self, docs: DataFrame) -> DataFrame:
@@ -205,7 +197,7 @@ class _Merger:
 
             reqs = self.materialise(work.mapInPandas(build, SUMMARY_REQUEST))
             s = self.llm.execute(reqs.drop("id", "group"), STAGE)
-            self._add(s)
+            self.result.add(s.to_result())
             answers = self.llm.results(reqs).select(
                 "id", "group", "status", F.get_json_object("parsed", "$.description").alias("text")
             )
@@ -240,20 +232,6 @@ class _Merger:
         for d in done:
             result = result.unionByName(d)
         return result
-
-    def _add(self, s: ExecutionSummary) -> None:
-        for name in (
-            "requested",
-            "cached",
-            "sent",
-            "ok",
-            "failed",
-            "invalid",
-            "prompt_tokens",
-            "completion_tokens",
-        ):
-            setattr(self.summary, name, getattr(self.summary, name) + getattr(s, name))
-        self.summary.cost += s.cost
 
     def describe(
         self, df: DataFrame, kind: str, id_col: str, names: F.Column, etype: F.Column
@@ -342,11 +320,11 @@ class _Merger:
                 tables.read("entities"),
                 tables.read("relations"),
                 ctx.run_id,
-                f"{self.tmp}/checkpoints",
+                f"{self.scratch.path}/checkpoints",
             )
             tables.merge("graph_stats", stats, update_when="true")
         finally:
-            fsutil.delete(ctx.spark, self.tmp)
+            self.scratch.cleanup()
         s = stats.first()
         if s["missing_endpoints"]:
             raise RuntimeError(
@@ -364,7 +342,7 @@ class _Merger:
             s["largest_component"],
             s["max_degree"],
         )
-        result = self.summary.to_result("llm")
+        result = self.result
         result.counts.update(
             counts,
             entities_inserted=e_res.inserted,
