@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import openai
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -57,27 +56,30 @@ def judge_request(cfg: Config, text: str, language: str) -> dict:
     )
 
 
-def preflight(cfg: Config) -> None:
-    """One probe call: the trainee must return logprobs.content[0].top_logprobs."""
+def preflight(ctx: StageContext, llm: LLMExecutor) -> None:
+    """One probe through the request table (cached, costed): the trainee must return
+    logprobs.content[0].top_logprobs before any statement is sent."""
+    cfg = ctx.cfg
     ep = resolve_endpoint(cfg, "trainee")
-    req = judge_request(cfg, "Water boils at 100 degrees Celsius at sea level.", "en")
-    client = openai.OpenAI(
-        base_url=ep.base_url, api_key=ep.api_key, timeout=ep.timeout_s, max_retries=3
-    )
-    try:
-        resp = client.chat.completions.create(
-            model=ep.model, messages=json.loads(req["messages"]), **json.loads(req["params"])
-        )
-    finally:
-        client.close()
-    lp = resp.choices[0].logprobs
-    if lp is None or not lp.content or not lp.content[0].top_logprobs:
+    probe = judge_request(cfg, "Water boils at 100 degrees Celsius at sea level.", "en")
+    probe_df = ctx.spark.createDataFrame([probe], REQUEST_SCHEMA)
+    llm.execute(probe_df, STAGE)
+    outcome = llm.results(probe_df).first()
+    if outcome["status"] == "ok":
+        first = json.loads(outcome["logprobs"] or "[]")
+        if first and first[0].get("top_logprobs"):
+            return
+    if outcome["status"] == "ok" or outcome["error_kind"] == "no_logprobs":
         raise ConfigError(
             f"the trainee endpoint {ep.base_url} (model {ep.model}) returned no chat logprobs: "
             "gap scoring needs `logprobs` with `top_logprobs` (vLLM and SGLang serve them). "
             "Point TRAINEE_BASE_URL / llm.trainee at such an endpoint, or set `gap_scoring: off` "
             "to sample without gap scores."
         )
+    raise RuntimeError(
+        f"judge: the probe call to the trainee endpoint {ep.base_url} (model {ep.model}) failed: "
+        f"{outcome['error_kind']}: {outcome['error']}"
+    )
 
 
 def _verdict_fn(cfg: Config, trainee_model: str):
@@ -219,7 +221,7 @@ def run(ctx: StageContext) -> StageResult:
     n_todo = todo.count()
     result = StageResult({"statements_to_judge": n_todo})
     if n_todo:
-        preflight(cfg)
+        preflight(ctx, llm)
         reqs = (
             todo.select("statement_id", "text", "language")
             .mapInPandas(
