@@ -264,20 +264,21 @@ def _mean_inflight(samples, t0: float, t1: float) -> float | None:
 
 # -- client ceiling: the executor's task loop without Spark ------------------------------------
 def _probe_worker(rows: list[dict[str, Any]], spec: Any, start_at: float) -> dict[str, Any]:
-    """One task slot's loop (``executor._run_batch``) over ``rows``, in its own process."""
+    """One task slot's loop (``executor._run_programs``) over ``rows``, in its own process."""
     import asyncio
     import resource
 
     import pandas as pd
 
-    from graphgen_spark.llm.executor import _run_batch
+    from graphgen_spark.llm.executor import _run_programs, _send_request
 
     pdf = pd.DataFrame(rows)
     while time.time() < start_at:
         time.sleep(0.005)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
-    out = asyncio.run(_run_batch(pdf, spec))
+    outs = asyncio.run(_run_programs(pdf, spec, _send_request, "request_id", {}))
+    out = pd.DataFrame([c for o in outs for c in o["calls"]])
     t1 = time.time()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -383,7 +384,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=1024)
     p.add_argument("--chunk-overlap", type=int, default=100)
     p.add_argument("--latency-ms", type=float, default=200.0)
-    p.add_argument("--max-concurrency", type=int, default=64)
+    p.add_argument("--max-concurrency", type=int, default=64, help="the stand-in's slots")
+    p.add_argument(
+        "--client-concurrency",
+        type=int,
+        default=None,
+        help="llm.synthesizer.max_concurrency (default: the stand-in's slots; more keeps a "
+        "queue at the endpoint, as one does with a self-hosted server)",
+    )
     p.add_argument("--master", default="local[2]")
     p.add_argument("--shuffle-partitions", type=int, default=4)
     p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
@@ -424,7 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "synthesizer": {
                     "base_url": endpoint.base_url,
                     "model": "standin",
-                    "max_concurrency": args.max_concurrency,
+                    "max_concurrency": args.client_concurrency or args.max_concurrency,
                     "timeout_s": 120,
                 },
             }

@@ -356,7 +356,7 @@ def test_failed_chunks_recorded_without_mentions(recovery):
     for r in ext.values():
         assert r["status"] == "failed"
         assert r["reason"].startswith("extract: server_error") and "500" in r["reason"]
-        assert r["attempts"] == 2  # counted across runs
+        assert r["attempts"] == 3  # every execution counts: one in run A, two in run B
         assert r["run_id"] == recovery["b_run"]
     assert recovery["b_mentions"] == (0, 0)
     # max_attempts=2: each text's conversation executed twice in run B
@@ -374,7 +374,7 @@ def test_failed_chunks_are_retried_by_the_next_run(recovery):
     assert len(ext) == recovery["n_texts"]
     for r in ext.values():
         assert r["status"] == "ok" and r["reason"] is None
-        assert r["attempts"] == 3
+        assert r["attempts"] == 4
         assert r["run_id"] == recovery["c_run"]
         assert r["n_entities"] > 0
     assert recovery["c_stats"]["requests_total"] == recovery["n_texts"]

@@ -1,9 +1,10 @@
 """Extract stage: entities and relations per distinct chunk text, with gleaning (§3).
 
 One conversation per distinct ``content_hash`` (identical text in several documents is
-extracted once and credited to every chunk). Each round is a request DataFrame executed
-through :class:`LLMExecutor` (so every call is cached and costed), and the conversation
-state is materialised between rounds; a rerun replays cached answers and pays nothing.
+extracted once and credited to every chunk). The whole conversation runs inside an
+executor task (:meth:`LLMExecutor.converse`), turn after turn as answers arrive, so the
+endpoint never waits for the driver between rounds; every turn is still a row of
+``llm_calls`` (cached and costed), and a rerun replays cached turns and pays nothing.
 A conversation whose call still fails after ``extract.max_attempts`` executions is
 recorded ``failed`` in ``extractions`` with its reason and retried by the next run.
 """
@@ -11,9 +12,7 @@ recorded ``failed`` in ``extractions`` with its reason and retried by the next r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import pandas as pd
 from pydantic import BaseModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -21,8 +20,8 @@ from pyspark.sql import types as T
 
 from graphgen_spark.config import Config
 from graphgen_spark.graph.normalize import clean_text, display_name, name_key, normalise_type
-from graphgen_spark.llm.executor import LLMExecutor
-from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
+from graphgen_spark.llm.executor import Ask, LLMExecutor, Program
+from graphgen_spark.llm.requests import request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
@@ -48,22 +47,15 @@ class Extraction(BaseModel):
     relations: list[ExtractedRelation]
 
 
-STATE_SCHEMA = T.StructType(
+OUTCOME_SCHEMA = T.StructType(
     [
         T.StructField("content_hash", T.StringType()),
-        T.StructField("text", T.StringType()),
-        T.StructField("language", T.StringType()),
-        T.StructField("history", T.StringType()),
-        T.StructField("records", T.StringType()),
-        T.StructField("rounds", T.IntegerType()),
-        T.StructField("active", T.BooleanType()),
         T.StructField("status", T.StringType()),
         T.StructField("reason", T.StringType()),
+        T.StructField("rounds", T.IntegerType()),
+        T.StructField("records", T.StringType()),
         T.StructField("request_ids", T.ArrayType(T.StringType())),
     ]
-)
-CALL_REQUEST_SCHEMA = T.StructType(
-    [T.StructField("content_hash", T.StringType())] + REQUEST_SCHEMA.fields
 )
 
 
@@ -150,76 +142,73 @@ def union_new(acc: dict, new: dict) -> tuple[dict, bool]:
 EMPTY = {"entities": [], "relations": [], "quarantined": []}
 
 
-# -- per-round state transitions (run inside executors) -------------------------------------
-def _requests_fn(kind: str, cfg: Config):
-    def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            rows = []
-            for r in pdf.itertuples(index=False):
-                history = json.loads(r.history)
-                if kind == "check":
-                    msgs, model = [*history, glean_check_message(r.language)], MoreNeeded
-                elif kind == "glean":
-                    msgs, model = [*history, glean_message(r.language)], Extraction
-                else:
-                    msgs, model = history, Extraction
-                rows.append(
-                    {
-                        "content_hash": r.content_hash,
-                        **request_row(cfg, STAGE, "synthesizer", msgs, model),
-                    }
-                )
-            yield pd.DataFrame(rows, columns=CALL_REQUEST_SCHEMA.fieldNames())
+# -- one text's conversation (runs inside an executor task) -----------------------------------
+def _conversation(cfg: Config) -> Program:
+    """Extract, then up to ``max_gleaning_rounds`` of (check whether more is missing, glean).
 
-    return build
-
-
-def _advance_fn(kind: str, cfg: Config):
+    Each turn goes through ``ask``, i.e. the request table: a replayed conversation is
+    answered from its cached turns and pays only for the first turn never answered ok.
+    """
+    types = list(cfg.extract.entity_types)
     max_rounds = cfg.extract.max_gleaning_rounds
 
-    def step(r: dict) -> dict:
-        state = {k: r[k] for k in STATE_SCHEMA.fieldNames()}
-        ids = state["request_ids"]
-        state["request_ids"] = [] if ids is None else list(ids)
-        if not state["active"] or r["request_id"] is None:
-            return state
-        state["request_ids"].append(r["request_id"])
-        if r["call_status"] != "ok":
-            reason = f"{kind}: {r['error_kind'] or 'not answered'}: {(r['error'] or '')[:300]}"
-            state.update(active=False, status="failed", reason=reason)
-            return state
+    def request(messages: list[dict], model: type[BaseModel]) -> dict:
+        return request_row(cfg, STAGE, "synthesizer", messages, model)
+
+    async def run(row: dict, ask: Ask) -> dict:
+        lang, ids = row["language"], []
+        out = {"content_hash": row["content_hash"], "rounds": 0, "request_ids": ids}
+
+        def stop(status: str, reason: str | None, records: dict) -> dict:
+            records_json = json.dumps(records, ensure_ascii=False)
+            return {**out, "status": status, "reason": reason, "records": records_json}
+
+        async def turn(kind: str, messages: list[dict], model: type[BaseModel]):
+            answer = await ask(request(messages, model))
+            ids.append(answer.request_id)
+            if not answer.ok:
+                detail = (answer.error or "")[:300]
+                raise _TurnFailed(f"{kind}: {answer.error_kind or 'not answered'}: {detail}")
+            try:
+                return answer, model.model_validate_json(answer.parsed)
+            except Exception as exc:  # a bad answer fails this conversation, never the job
+                raise _TurnFailed(f"{kind}: bad_answer: {exc}"[:400]) from exc
+
+        history = extract_messages(row["text"], lang, types)
+        records = EMPTY
         try:
-            history = json.loads(state["history"])
-            records = json.loads(state["records"])
-            if kind == "check":
-                if not MoreNeeded.model_validate_json(r["parsed"]).more:
-                    state.update(active=False, status="ok")
-                return state
-            answer = Extraction.model_validate_json(r["parsed"])
-            found = normalise(answer, cfg, state["content_hash"])
-        except Exception as exc:  # a bad answer fails this conversation, never the job
-            state.update(active=False, status="failed", reason=f"{kind}: bad_answer: {exc}"[:400])
-            return state
-        reply = {"role": "assistant", "content": r["response"] or r["parsed"]}
-        if kind == "extract":
-            history.append(reply)
-            records, grew = found, True
-        else:
-            history += [glean_message(state["language"]), reply]
-            records, grew = union_new(records, found)
-            state["rounds"] += 1
-        if not grew or state["rounds"] >= max_rounds:
-            state.update(active=False, status="ok")
-        state["history"] = json.dumps(history, ensure_ascii=False)
-        state["records"] = json.dumps(records, ensure_ascii=False)
-        return state
+            answer, extraction = await turn("extract", history, Extraction)
+            records = normalise(extraction, cfg, row["content_hash"])
+            history = [*history, {"role": "assistant", "content": answer.response or answer.parsed}]
+            while out["rounds"] < max_rounds:
+                if cfg.extract.ask_before_continue:
+                    check = [*history, glean_check_message(lang)]
+                    _, more = await turn("check", check, MoreNeeded)
+                    if not more.more:
+                        break
+                ask_more = glean_message(lang)
+                answer, extraction = await turn("glean", [*history, ask_more], Extraction)
+                reply = {"role": "assistant", "content": answer.response or answer.parsed}
+                history = [*history, ask_more, reply]
+                records, grew = union_new(records, normalise(extraction, cfg, row["content_hash"]))
+                out["rounds"] += 1
+                if not grew:
+                    break
+        except _TurnFailed as failed:
+            return stop("failed", str(failed), records)
+        return stop("ok", None, records)
 
-    def advance(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            out = [step(r) for r in pdf.to_dict("records")]
-            yield pd.DataFrame(out, columns=STATE_SCHEMA.fieldNames())
+    return run
 
-    return advance
+
+class _TurnFailed(Exception):
+    """A turn was not answered ok or its answer did not validate."""
+
+
+def calls_per_text(cfg: Config) -> int:
+    """The most calls one text can take (for wave sizing and dry runs)."""
+    per_round = 2 if cfg.extract.ask_before_continue else 1
+    return 1 + per_round * cfg.extract.max_gleaning_rounds
 
 
 # -- the stage ------------------------------------------------------------------------------
@@ -232,33 +221,11 @@ class _Extractor:
         self.scratch = Scratch(ctx, "extract")
         self.materialise = self.scratch.materialise
 
-    def round(self, state: DataFrame, kind: str) -> DataFrame:
-        active = state.filter("active")
-        reqs = self.materialise(
-            active.mapInPandas(_requests_fn(kind, self.cfg), CALL_REQUEST_SCHEMA)
-        )
-        for _ in range(self.cfg.extract.max_attempts):
-            s = self.llm.execute(reqs.drop("content_hash"), STAGE)
-            self.result.add(s.to_result())
-            if s.failed + s.invalid == 0:
-                break
-        answers = self.llm.results(reqs).select(
-            "content_hash",
-            "request_id",
-            F.col("status").alias("call_status"),
-            "parsed",
-            "response",
-            "error",
-            "error_kind",
-        )
-        joined = state.join(answers, "content_hash", "left")
-        return self.materialise(joined.mapInPandas(_advance_fn(kind, self.cfg), STATE_SCHEMA))
-
     def run(self) -> StageResult:
         ctx, tables = self.ctx, self.ctx.tables
         chunks = tables.read("chunks")
         done = tables.read("extractions").filter("status = 'ok'").select("content_hash")
-        texts = (
+        texts = self.materialise(
             chunks.groupBy("content_hash")
             .agg(
                 F.min_by("text", "chunk_id").alias("text"),
@@ -266,42 +233,36 @@ class _Extractor:
             )
             .join(done, "content_hash", "left_anti")
         )
-        types = list(self.cfg.extract.entity_types)
-        first_turn = F.udf(
-            lambda text, lang: json.dumps(extract_messages(text, lang, types), ensure_ascii=False)
-        )
-        state = self.materialise(
-            texts.select(
-                "content_hash",
-                "text",
-                "language",
-                first_turn("text", "language").alias("history"),
-                F.lit(json.dumps(EMPTY)).alias("records"),
-                F.lit(0).alias("rounds"),
-                F.lit(True).alias("active"),
-                F.lit("pending").alias("status"),
-                F.lit(None).cast("string").alias("reason"),
-                F.array().cast("array<string>").alias("request_ids"),
-            )
-        )
-        n_todo = state.count()
+        n_todo = texts.count()
         result_counts: dict[str, int] = {"texts_to_extract": n_todo}
         failure: str | None = None
         try:
             if n_todo:
                 ctx.log.info("extract: %d distinct chunk texts to extract", n_todo)
-                state = self.round(state, "extract")
-                for _ in range(self.cfg.extract.max_gleaning_rounds):
-                    if self.cfg.extract.ask_before_continue:
-                        if not state.filter("active").limit(1).count():
-                            break
-                        state = self.round(state, "check")
-                    if not state.filter("active").limit(1).count():
+                program = _conversation(self.cfg)
+                for attempt in range(self.cfg.extract.max_attempts):
+                    summary, outcomes = self.llm.converse(
+                        texts,
+                        program,
+                        OUTCOME_SCHEMA,
+                        STAGE,
+                        "content_hash",
+                        calls_per_text(self.cfg),
+                        f"{self.scratch.path}/outcomes{attempt}",
+                    )
+                    self.result.add(summary.to_result())
+                    self._record(outcomes)
+                    ctx.log.info("extract: attempt %d recorded in extractions", attempt + 1)
+                    texts = texts.join(
+                        outcomes.filter("status = 'ok'").select("content_hash"),
+                        "content_hash",
+                        "left_anti",
+                    )
+                    if not outcomes.filter("status <> 'ok'").limit(1).count():
                         break
-                    state = self.round(state, "glean")
-                self._record(state)
-                failure = self._failures(state, n_todo, result_counts)
+                failure = self._failures(texts, n_todo, result_counts)
             result_counts.update(self._write_mentions())
+            ctx.log.info("extract: mentions written")
         finally:
             self.scratch.cleanup()
         if failure:  # outcomes are stored; the stage fails loudly, a rerun retries only those
@@ -310,8 +271,8 @@ class _Extractor:
         result.counts.update(result_counts)
         return result
 
-    def _record(self, state: DataFrame) -> None:
-        outcome = state.select(
+    def _record(self, outcomes: DataFrame) -> None:
+        row = outcomes.select(
             "content_hash",
             "status",
             "reason",
@@ -329,9 +290,7 @@ class _Extractor:
         )
         update = {c: f"s.`{c}`" for c in SCHEMAS["extractions"].fieldNames()}
         update["attempts"] = "t.attempts + 1"
-        self.ctx.tables.merge(
-            "extractions", outcome, update_when="t.status <> 'ok'", update_set=update
-        )
+        self.ctx.tables.merge("extractions", row, update_when="t.status <> 'ok'", update_set=update)
 
     def _write_mentions(self) -> dict[str, int]:
         """Mentions for every chunk whose text is extracted but which has none yet."""
@@ -400,9 +359,11 @@ class _Extractor:
             "quarantined": q_res.inserted,
         }
 
-    def _failures(self, state: DataFrame, n_todo: int, counts: dict[str, int]) -> str | None:
-        """Count failed conversations; a message when they exceed the allowed fraction."""
-        failed = state.filter("status = 'failed'")
+    def _failures(self, left: DataFrame, n_todo: int, counts: dict[str, int]) -> str | None:
+        """Count texts still not extracted; a message when they exceed the allowed fraction."""
+        failed = self.ctx.tables.read("extractions").join(
+            left.select("content_hash"), "content_hash", "left_semi"
+        )
         n_failed = failed.count()
         counts["texts_failed"] = n_failed
         counts["texts_extracted"] = n_todo - n_failed
