@@ -187,6 +187,157 @@ class JudgeConfig(_Section):
 
 class ECEConfig(_Section):
     bins: int = Field(10, ge=2, le=100)
+    variant: Literal["edge_seed", "unit"] = Field(
+        "edge_seed", description="the `ece` partitioner: paper era (edge_seed) or later (unit)"
+    )
+
+
+METHODS = ("ece", "bfs", "dfs", "anchor_bfs", "triple", "quintuple", "community", "unit")
+MODES = (
+    "atomic",
+    "aggregated",
+    "multi_hop",
+    "cot",
+    "multiple_choice",
+    "multi_answer",
+    "fill_in_blank",
+    "true_false",
+)
+Method = Literal["ece", "bfs", "dfs", "anchor_bfs", "triple", "quintuple", "community", "unit"]
+Mode = Literal[
+    "atomic",
+    "aggregated",
+    "multi_hop",
+    "cot",
+    "multiple_choice",
+    "multi_answer",
+    "fill_in_blank",
+    "true_false",
+]
+
+
+class UnitPartitionConfig(_Section):
+    """`ece/unit` budgets (§6.6)."""
+
+    max_units: int = Field(20, ge=1)
+    min_units: int = Field(5, ge=0)
+    max_tokens: int = Field(10240, ge=1)
+    undersized: Literal["release", "discard"] = "release"
+
+
+class CommunityConfig(_Section):
+    max_size: int = Field(20, ge=1)
+    use_lcc: bool = False
+    seed: int = 42
+    max_component_nodes: int = Field(200_000, ge=1)
+
+
+class AnchorConfig(_Section):
+    type: str | None = None
+    ids: list[str] = Field(default_factory=list)
+    max_units: int = Field(10, ge=1)
+
+
+class PartitionConfig(_Section):
+    """Sampling subgraphs around the trainee's gaps (§6); the method comes from each mode."""
+
+    sampling: Literal["max_loss", "min_loss", "random"] | None = Field(
+        None, description="None: max_loss, or random when gap_scoring is off"
+    )
+    loss_strategy: Literal["only_edge", "both"] = "only_edge"
+    expand_method: Literal["max_width", "max_tokens"] = "max_width"
+    bidirectional: bool = True
+    max_depth: int = Field(1, ge=0)
+    max_extra_edges: int = Field(2, ge=0)
+    max_tokens: int = Field(256, ge=1)
+    isolated_nodes: Literal["add", "ignore"] = "ignore"
+    unit: UnitPartitionConfig = Field(default_factory=UnitPartitionConfig)
+    max_units_per_community: int = Field(1, ge=1)
+    community: CommunityConfig = Field(default_factory=CommunityConfig)
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
+    engine: Literal["auto", "component"] = Field(
+        "auto", description="component: the sequential algorithm per connected component"
+    )
+    local_max_edges: int = Field(500_000, ge=1)
+
+
+class StyleConfig(_Section):
+    answer_style: Literal[
+        "logical",
+        "executive_summary",
+        "cross_domain_analogy",
+        "critical_analysis",
+        "first_person_narrative",
+        "historical_evolution",
+        "popular_science",
+        "qa_dialogue",
+        "technical_deep_dive",
+    ] = "logical"
+    question_styles: list[Literal["direct", "why_how", "scenario", "comparison", "definition"]] = (
+        Field(default_factory=lambda: ["direct"], min_length=1)
+    )
+    difficulty: bool = False
+    difficulty_order: list[Literal["easy", "medium", "hard"]] = Field(
+        default_factory=lambda: ["easy", "medium", "hard"], min_length=3, max_length=3
+    )
+
+
+class GenerateConfig(_Section):
+    """QA generation (§7): which modes, how much, and the per-mode partition method."""
+
+    modes: list[Mode] = Field(
+        default_factory=lambda: ["atomic", "aggregated", "multi_hop"], min_length=1
+    )
+    methods: dict[Mode, Method] = Field(
+        default_factory=dict, description="override a mode's partition method (§7.2 defaults)"
+    )
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_tokens: int = Field(4096, ge=1)
+    max_prompt_tokens: int = Field(12_000, ge=1)
+    max_batches: int | None = Field(None, ge=1, description="per mode, in batch rank order")
+    max_qa: int | None = Field(None, ge=1, description="per mode, in batch rank order")
+    max_qa_per_doc: int | None = Field(None, ge=1)
+    num_questions: int | None = Field(None, ge=1, description="None: 5 (choice, fill), 2 (tf)")
+    split_descriptions: bool = Field(True, description="atomic: one unit per merged description")
+    duplicates: Literal["flag", "drop"] = "flag"
+    qa_check: bool = Field(False, description="ask the synthesizer whether answers are supported")
+
+
+class ExportConfig(_Section):
+    """How `qa` becomes training files (method §7.5)."""
+
+    formats: list[Literal["alpaca", "sharegpt", "chatml"]] = Field(
+        default_factory=lambda: ["chatml"], min_length=1
+    )
+    system_prompt: str | None = None
+    include_metadata: bool = False
+    include_flagged: bool = Field(False, description="also export duplicate / unsupported rows")
+    validation_fraction: float = Field(0.0, ge=0, lt=1, description="0: no split")
+    decontaminate_against: str | None = Field(None, description="evaluation file (jsonl/json/txt)")
+    decontaminate_ngram: int = Field(13, ge=1)
+
+
+class MTLDConfig(_Section):
+    threshold: float = Field(0.72, gt=0, lt=1)
+    casefold: bool = False
+
+
+class NearDupConfig(_Section):
+    shingle: int = Field(5, ge=1)
+    permutations: int = Field(128, ge=1)
+    jaccard: float = Field(0.8, gt=0, le=1)
+    action: Literal["flag", "drop"] = "flag"
+
+
+class EvalConfig(_Section):
+    """Quality metrics of the generated QA (method §8)."""
+
+    tokenizer: Literal["cl100k_base"] = "cl100k_base"
+    mtld: MTLDConfig = Field(default_factory=MTLDConfig)
+    distinct_n: list[int] = Field(default_factory=lambda: [1, 2])
+    near_dup: NearDupConfig = Field(default_factory=NearDupConfig)
+    llm_judge: bool = False
+    sample_rate: float = Field(0.05, gt=0, le=1)
 
 
 class Config(_Section):
@@ -205,6 +356,11 @@ class Config(_Section):
     quiz: QuizConfig = Field(default_factory=QuizConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     ece: ECEConfig = Field(default_factory=ECEConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    style: StyleConfig = Field(default_factory=StyleConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -212,6 +368,26 @@ class Config(_Section):
         if isinstance(data, dict) and isinstance(data.get("gap_scoring"), bool):
             data = {**data, "gap_scoring": "on" if data["gap_scoring"] else "off"}
         return data
+
+    @model_validator(mode="after")
+    def _sampling_needs_scores(self) -> Config:
+        if self.gap_scoring == "off" and self.partition.sampling not in (None, "random"):
+            raise ValueError(
+                f"partition.sampling={self.partition.sampling!r} needs gap scores but "
+                "gap_scoring is off; allowed with gap_scoring off: 'random' (or leave it unset)"
+            )
+        uses_anchor = "anchor_bfs" in self.generate.methods.values()
+        if uses_anchor and not (self.partition.anchor.type or self.partition.anchor.ids):
+            raise ValueError(
+                "partition.anchor.type or partition.anchor.ids is required by anchor_bfs"
+            )
+        return self
+
+    def sampling(self) -> str:
+        """The unit order of §6.1: loss orders need gap scores, so `off` means random."""
+        if self.partition.sampling:
+            return self.partition.sampling
+        return "random" if self.gap_scoring == "off" else "max_loss"
 
     def trainee_model(self) -> str:
         """The trainee's identity in judgements: model name plus revision when set."""

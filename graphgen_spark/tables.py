@@ -86,6 +86,7 @@ SCHEMAS: dict[str, T.StructType] = {
         ("cost", DBL),
         ("run_id", STR),
         ("updated_at", T.TimestampType()),
+        ("conversation", STR),  # the multi-turn conversation a call belongs to (extract)
     ),
     "extractions": _schema(
         ("content_hash", STR),
@@ -226,6 +227,73 @@ SCHEMAS: dict[str, T.StructType] = {
         ),
         ("run_id", STR),
     ),
+    # -- issue 5: sampling, generation, evaluation (method §6–8) ---------------------------
+    "subgraphs": _schema(
+        ("batch_id", STR),  # h(method, config_hash, seed_id)
+        ("method", STR),
+        ("config_hash", STR),  # of the partition settings that shaped the batch
+        ("seed_id", STR),
+        ("seed_rank", LONG),  # position of the seed in the sampling order (caps use it)
+        ("node_ids", T.ArrayType(STR)),  # order of first appearance, seed endpoints first
+        ("edge_ids", T.ArrayType(STR)),  # order of addition, seed first
+        ("n_units", INT),
+        ("tokens", LONG),
+        ("loss", DBL),
+        ("difficulty", INT),  # loss tercile 0/1/2 among batches of the method (§7.3)
+        ("component_id", STR),
+        ("engine", STR),
+        ("flags", T.ArrayType(STR)),  # e.g. over_budget
+        ("run_id", STR),
+    ),
+    "qa": _schema(
+        ("qa_id", STR),  # h(batch_id, mode, item_index, prompt_version, synthesizer_model)
+        ("mode", STR),
+        ("item_index", INT),
+        ("question", STR),
+        ("answer", STR),
+        ("options", T.MapType(STR, STR)),  # choice modes: A..D -> text
+        ("answers", T.ArrayType(STR)),  # multi_answer letters / fill_in_blank answers
+        ("reasoning_path", STR),  # cot step A
+        ("language", STR),
+        ("batch_id", STR),
+        ("node_ids", T.ArrayType(STR)),
+        ("edge_ids", T.ArrayType(STR)),
+        ("chunk_ids", T.ArrayType(STR)),
+        ("doc_ids", T.ArrayType(STR)),
+        ("loss", DBL),
+        ("difficulty", INT),
+        ("style", STR),
+        ("request_id", STR),  # the (last) request that produced the item
+        ("status", STR),  # ok | duplicate | unsupported
+        ("flags", T.ArrayType(STR)),
+        ("duplicate_of", STR),
+        ("prompt_version", STR),
+        ("synthesizer_model", STR),
+        ("run_id", STR),
+    ),
+    "qa_item_metrics": _schema(
+        ("qa_id", STR),
+        ("mode", STR),
+        ("length", INT),  # answer tokens (eval.tokenizer)
+        ("mtld", DBL),
+        ("near_dup_cluster", STR),  # smallest qa_id of its near-duplicate cluster
+        ("run_id", STR),
+    ),
+    "qa_metrics": _schema(
+        ("run_id", STR),
+        ("mode", STR),
+        ("n", LONG),
+        ("length_mean", DBL),
+        ("length_min", DBL),
+        ("length_max", DBL),
+        ("mtld_mean", DBL),
+        ("mtld_min", DBL),
+        ("mtld_max", DBL),
+        ("distinct_1", DBL),
+        ("distinct_2", DBL),
+        ("near_dup_rate", DBL),
+        ("n_clusters", LONG),
+    ),
     "runs": _schema(
         ("run_id", STR),
         ("started_at", T.TimestampType()),
@@ -268,6 +336,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "judgements": ("statement_id", "trainee_model"),
     "gap_scores": ("element_id", "trainee_model"),
     "calibration": ("trainee_model", "scope"),
+    "subgraphs": ("batch_id",),
+    "qa": ("qa_id",),
+    "qa_item_metrics": ("qa_id",),
+    "qa_metrics": ("run_id", "mode"),
     "runs": ("run_id",),
 }
 
@@ -293,6 +365,7 @@ class Tables:
         self.output_dir = str(output_dir)
         self.catalog = catalog
         self.db_schema = schema
+        self._columns_checked: set[str] = set()
 
     # -- where -----------------------------------------------------------------------
     def location(self, name: str) -> str:
@@ -318,8 +391,10 @@ class Tables:
         return DeltaTable.isDeltaTable(self.spark, loc)
 
     def ensure(self, name: str) -> None:
-        """Create the table empty with its schema if it does not exist yet."""
+        """Create the table empty with its schema if it does not exist yet; add columns a
+        newer version of the schema introduced to a table an older version created."""
         if self.exists(name):
+            self._add_missing_columns(name)
             return
         builder = DeltaTable.createIfNotExists(self.spark).addColumns(SCHEMAS[name])
         loc = self.location(name)
@@ -328,10 +403,24 @@ class Tables:
         )
         builder.execute()
 
+    def _add_missing_columns(self, name: str) -> None:
+        checked = self._columns_checked
+        if name in checked:
+            return
+        have = set(self._delta(name).toDF().columns)
+        missing = [f for f in SCHEMAS[name].fields if f.name not in have]
+        if missing:
+            loc = self.location(name)
+            target = loc if self.catalog and self.db_schema else f"delta.`{loc}`"
+            cols = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            self.spark.sql(f"ALTER TABLE {target} ADD COLUMNS ({cols})")
+        checked.add(name)
+
     def read(self, name: str) -> DataFrame:
         """The table as a DataFrame; an empty one with the schema if it does not exist."""
         if not self.exists(name):
             return self.spark.createDataFrame([], SCHEMAS[name])
+        self._add_missing_columns(name)
         loc = self.location(name)
         if self.catalog and self.db_schema:
             return self.spark.read.table(loc)
@@ -345,17 +434,20 @@ class Tables:
         *,
         update_when: str | None = None,
         update_set: dict[str, str] | None = None,
+        delete_missing_where: str | None = None,
     ) -> MergeResult:
         """MERGE ``df`` into table ``name`` on its key.
 
         New keys are inserted. Existing keys are left alone unless ``update_when`` (a SQL
         condition over ``t.`` target and ``s.`` source columns) holds; then ``update_set``
-        (column -> SQL expression) or all columns are updated.
+        (column -> SQL expression) or all columns are updated. ``delete_missing_where`` (over
+        ``t.``) deletes target rows it selects whose key is not in ``df``: ``df`` is then the
+        complete new state of that slice of the table.
         """
         self.ensure(name)
         cols = [f.name for f in SCHEMAS[name].fields]
         df = df.select(*cols)
-        if update_when is not None:
+        if update_when is not None and delete_missing_where is None:
             # Delta rewrites every file holding a matched key and commits a version even when
             # update_when rejects them all: send only new rows and rows that satisfy it.
             keys = KEYS[name]
@@ -366,6 +458,10 @@ class Tables:
                 .where(f"t.`{keys[0]}` IS NULL OR ({update_when})")
                 .select("s.*")
             )
+        if delete_missing_where is not None and not self._would_change(
+            name, df, update_when, delete_missing_where
+        ):
+            return MergeResult()  # Delta would commit an empty version
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in KEYS[name])
         before = self.version(name)
         m = self._delta(name).alias("t").merge(df.alias("s"), cond)
@@ -374,9 +470,30 @@ class Tables:
                 m = m.whenMatchedUpdate(condition=update_when, set=update_set)
             else:
                 m = m.whenMatchedUpdateAll(condition=update_when)
-        m.whenNotMatchedInsertAll().execute()
+        m = m.whenNotMatchedInsertAll()
+        if delete_missing_where is not None:
+            m = m.whenNotMatchedBySourceDelete(condition=delete_missing_where)
+        m.execute()
         # a MERGE that changes nothing commits no version: then there is nothing to report
         return self.last_merge(name) if self.version(name) > before else MergeResult()
+
+    def _would_change(
+        self, name: str, df: DataFrame, update_when: str | None, delete_where: str
+    ) -> bool:
+        keys = KEYS[name]
+        on = [F.col(f"s.`{k}`").eqNullSafe(F.col(f"t.`{k}`")) for k in keys]
+        target = self.read(name).alias("t")
+        changed = (
+            df.alias("s")
+            .join(target, on, "left")
+            .where(f"t.`{keys[0]}` IS NULL OR ({update_when or 'false'})")
+            .limit(1)
+            .count()
+        )
+        if changed:
+            return True
+        stale = target.where(delete_where).join(df.alias("s"), on, "left_anti").limit(1).count()
+        return bool(stale)
 
     def last_merge(self, name: str) -> MergeResult:
         row = self._delta(name).history(1).select("operation", "operationMetrics").first()
