@@ -59,18 +59,23 @@ def _components_dataframe(v: DataFrame, e: DataFrame, max_iter: int = 100) -> Da
     return labels
 
 
+def connected_components(
+    spark: SparkSession, v: DataFrame, e: DataFrame, checkpoint: str
+) -> tuple[DataFrame, str]:
+    """``(id, component)`` for vertices ``v(id)`` and edges ``e(src, dst)``, and the engine:
+    GraphFrames when its jar is present, else DataFrame min-label propagation."""
+    if has_graphframes(spark):
+        return _components_graphframes(spark, v, e, checkpoint), "graphframes"
+    return _components_dataframe(v, e), "dataframe"
+
+
 def compute_stats(
     spark: SparkSession, entities: DataFrame, relations: DataFrame, run_id: str, checkpoint: str
 ) -> DataFrame:
     """One ``graph_stats`` row for the current graph."""
     v = entities.select(F.col("entity_id").alias("id"), "is_placeholder")
     e = relations.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst"))
-    engine = "graphframes" if has_graphframes(spark) else "dataframe"
-    comps = (
-        _components_graphframes(spark, v.select("id"), e, checkpoint)
-        if engine == "graphframes"
-        else _components_dataframe(v.select("id"), e)
-    )
+    comps, engine = connected_components(spark, v.select("id"), e, checkpoint)
     sizes = comps.groupBy("component").count()
     degree = (
         e.select(F.col("src").alias("id"))

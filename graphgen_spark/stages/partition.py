@@ -1,0 +1,303 @@
+"""Partition stage (§6): the `subgraphs` table, one set of batches per partition method.
+
+The methods come from the configured generation modes (§7.2 defaults, `generate.methods`
+overrides). Every unit gets its sort key in Spark (loss from the trainee's `gap_scores`,
+then `rr`, then id); components come from GraphFrames or DataFrame label propagation; the
+per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches.
+Rows are keyed by ``batch_id = h(method, config_hash, seed_id)``: a rerun on the same graph
+writes nothing, a changed graph rewrites only the batches whose content changed and
+removes batches of the same configuration that no longer exist.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from graphgen_spark.config import Config
+from graphgen_spark.graph.stats import connected_components
+from graphgen_spark.ids import h, h_col
+from graphgen_spark.partition.engine import per_component
+from graphgen_spark.partition.reference import Params
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.tables import SCHEMAS
+
+STAGE = "partition"
+MODE_METHOD = {
+    "atomic": "unit",
+    "true_false": "unit",
+    "aggregated": "ece/edge_seed",
+    "multi_hop": "ece/edge_seed",
+    "cot": "community",
+    "multiple_choice": "ece/unit",
+    "multi_answer": "ece/unit",
+    "fill_in_blank": "ece/unit",
+}
+
+
+def method_for(cfg: Config, mode: str) -> str:
+    """The partition method a mode samples with (§7.2), ``ece`` resolved by `ece.variant`."""
+    chosen = cfg.generate.methods.get(mode)
+    if chosen is None:
+        return MODE_METHOD[mode]
+    return f"ece/{cfg.ece.variant}" if chosen == "ece" else chosen
+
+
+def params_for(cfg: Config) -> Params:
+    p = cfg.partition
+    return Params(
+        sampling=cfg.sampling(),
+        loss_strategy=p.loss_strategy,
+        expand_method=p.expand_method,
+        bidirectional=p.bidirectional,
+        max_depth=p.max_depth,
+        max_extra_edges=p.max_extra_edges,
+        max_tokens=p.max_tokens,
+        isolated_nodes=p.isolated_nodes,
+        unit_max_units=p.unit.max_units,
+        unit_min_units=p.unit.min_units,
+        unit_max_tokens=p.unit.max_tokens,
+        undersized=p.unit.undersized,
+        max_units_per_community=p.max_units_per_community,
+        anchor_type=p.anchor.type,
+        anchor_ids=tuple(p.anchor.ids),
+        anchor_max_units=p.anchor.max_units,
+    )
+
+
+def config_hash(cfg: Config, method: str) -> str:
+    """Everything that shapes a method's batches: its settings, the order and its losses."""
+    shaping = {
+        "method": method,
+        "partition": cfg.partition.model_dump(mode="json", exclude={"engine", "local_max_edges"}),
+        "sampling": cfg.sampling(),
+        "trainee": cfg.trainee_model() if cfg.sampling() != "random" else None,
+        "seed": cfg.run.seed,
+    }
+    return h(json.dumps(shaping, sort_keys=True))
+
+
+def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFrame, str]:
+    """Nodes and edges with tokens, loss, rr and component id; and the components engine."""
+    cfg, tables = ctx.cfg, ctx.tables
+    seed = str(cfg.run.seed)
+    if cfg.gap_scoring == "on":
+        losses = (
+            tables.read("gap_scores")
+            .filter(F.col("trainee_model") == cfg.trainee_model())
+            .select(F.col("element_id").alias("id"), "loss")
+        )
+    else:
+        losses = ctx.spark.createDataFrame([], "id string, loss double")
+    ents = tables.read("entities").select(
+        F.col("entity_id"),
+        F.col("n_tokens").alias("tokens"),
+        F.coalesce("is_placeholder", F.lit(False)).alias("is_placeholder"),
+        "name",
+        "type",
+    )
+    rels = tables.read("relations").select(
+        "edge_id", "src_id", "dst_id", F.col("n_tokens").alias("tokens")
+    )
+    comps, engine = connected_components(
+        ctx.spark,
+        ents.select(F.col("entity_id").alias("id")),
+        rels.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst")),
+        checkpoint,
+    )
+    comps = comps.select(F.col("id").alias("entity_id"), F.col("component").alias("component_id"))
+    nodes = (
+        ents.join(comps, "entity_id")
+        .join(losses.withColumnRenamed("id", "entity_id"), "entity_id", "left")
+        .withColumn("rr", h_col(F.lit(seed), "entity_id"))
+    )
+    edges = (
+        rels.join(comps.withColumnRenamed("entity_id", "src_id"), "src_id")
+        .join(losses.withColumnRenamed("id", "edge_id"), "edge_id", "left")
+        .withColumn("rr", h_col(F.lit(seed), "edge_id"))
+    )
+    return nodes, edges, engine
+
+
+def unit_ranks(nodes: DataFrame, edges: DataFrame, cfg: Config) -> DataFrame:
+    """``(unit_id, seed_rank)``: position of every unit in the §6.1 order."""
+    sampling = cfg.sampling()
+    if cfg.partition.loss_strategy == "both":
+        ends = nodes.select(F.col("entity_id").alias("e"), F.col("loss").alias("l"))
+        edge_value = (
+            edges.join(ends.withColumnRenamed("e", "src_id").withColumnRenamed("l", "ls"), "src_id")
+            .join(ends.withColumnRenamed("e", "dst_id").withColumnRenamed("l", "ld"), "dst_id")
+            .select(
+                "edge_id",
+                "rr",
+                F.when(
+                    F.coalesce("loss", "ls", "ld").isNotNull(),
+                    F.coalesce("loss", F.lit(0.0))
+                    + F.coalesce("ls", F.lit(0.0))
+                    + F.coalesce("ld", F.lit(0.0)),
+                ).alias("value"),
+            )
+        )
+    else:
+        edge_value = edges.select("edge_id", "rr", F.col("loss").alias("value"))
+    units = nodes.select(F.col("entity_id").alias("unit_id"), "rr", F.col("loss").alias("value"))
+    units = units.union(edge_value.withColumnRenamed("edge_id", "unit_id"))
+    if sampling == "random":
+        order = [F.col("rr"), F.col("unit_id")]
+    else:
+        value = F.col("value") if sampling == "min_loss" else -F.col("value")
+        order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
+    return units.select(
+        "unit_id", F.row_number().over(Window.orderBy(*order)).cast("long").alias("seed_rank")
+    )
+
+
+def difficulty_cuts(batches: DataFrame) -> tuple[float, float] | None:
+    """Loss terciles (§7.3): q1 = value at ⌊N/3⌋, q2 = value at ⌊2N/3⌋ of the sorted losses."""
+    losses = batches.filter(F.col("loss").isNotNull()).select("loss").orderBy("loss")
+    n = losses.count()
+    if not n:
+        return None
+    i1, i2 = n // 3, (2 * n) // 3
+    picked = dict(
+        losses.rdd.zipWithIndex()
+        .filter(lambda x: x[1] in (i1, i2))
+        .map(lambda x: (x[1], x[0][0]))
+        .collect()
+    )
+    return picked[i1], picked[i2]
+
+
+def with_difficulty(batches: DataFrame, cuts: tuple[float, float] | None) -> DataFrame:
+    if cuts is None:
+        return batches.withColumn("difficulty", F.lit(None).cast("int"))
+    q1, q2 = cuts
+    tier = (
+        F.when(F.col("loss").isNull(), F.lit(None))
+        .when(F.col("loss") < q1, 0)
+        .when(F.col("loss") < q2, 1)
+        .otherwise(2)
+    )
+    return batches.withColumn("difficulty", tier.cast("int"))
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, log = ctx.cfg, ctx.log
+    result = StageResult()
+    scratch = Scratch(ctx, STAGE)
+    try:
+        nodes, edges, comp_engine = unit_frames(ctx, f"{scratch.path}/checkpoint")
+        nodes = scratch.materialise(nodes)
+        edges = scratch.materialise(edges)
+        ranks = scratch.materialise(unit_ranks(nodes, edges, cfg))
+        largest = (
+            edges.groupBy("component_id").count().agg(F.max("count").alias("m")).first()["m"] or 0
+        )
+        if largest > cfg.partition.local_max_edges:
+            log.warning(
+                "partition: the largest component has %d relations (> partition.local_max_edges="
+                "%d); it runs in one task (the rounds engines of method §6.9 are not built yet)",
+                largest,
+                cfg.partition.local_max_edges,
+            )
+        if cfg.partition.community.use_lcc:
+            top = edges.groupBy("component_id").count().orderBy(F.desc("count"), "component_id")
+            lcc = top.limit(1).select("component_id")
+            comm_nodes, comm_edges = (
+                nodes.join(lcc, "component_id"),
+                edges.join(lcc, "component_id"),
+            )
+        else:
+            comm_nodes, comm_edges = nodes, edges
+        params = params_for(cfg)
+        methods = sorted({method_for(cfg, m) for m in cfg.generate.modes})
+        n_units = nodes.filter(~F.col("is_placeholder")).count() + edges.count()
+        for method in methods:
+            result.add(
+                _partition_method(
+                    ctx,
+                    method,
+                    params,
+                    comm_nodes if method == "community" else nodes,
+                    comm_edges if method == "community" else edges,
+                    ranks,
+                    n_units,
+                    scratch,
+                )
+            )
+        result.counts["components_engine_graphframes"] = int(comp_engine == "graphframes")
+    finally:
+        scratch.cleanup()
+    return result
+
+
+def _partition_method(
+    ctx: StageContext,
+    method: str,
+    params: Params,
+    nodes: DataFrame,
+    edges: DataFrame,
+    ranks: DataFrame,
+    n_units: int,
+    scratch: Scratch,
+) -> StageResult:
+    cfg, tables = ctx.cfg, ctx.tables
+    chash = config_hash(cfg, method)
+    comm = cfg.partition.community
+    batches = scratch.materialise(
+        per_component(nodes, edges, method, params, comm.max_size, comm.seed)
+    )
+    batches = with_difficulty(batches, difficulty_cuts(batches))
+    rows = (
+        batches.join(ranks.withColumnRenamed("unit_id", "seed_id"), "seed_id", "left")
+        .withColumn("batch_id", h_col(F.lit(method), F.lit(chash), "seed_id"))
+        .withColumn("config_hash", F.lit(chash))
+        .withColumn("engine", F.lit("component"))
+        .withColumn("run_id", F.lit(ctx.run_id))
+        .select(*SCHEMAS["subgraphs"].fieldNames())
+    )
+    rows = scratch.materialise(rows)
+    changed = "NOT (t.node_ids <=> s.node_ids AND t.edge_ids <=> s.edge_ids AND t.loss <=> s.loss)"
+    res = tables.merge(
+        "subgraphs",
+        rows,
+        update_when=changed,
+        delete_missing_where=f"t.method = '{method}' AND t.config_hash = '{chash}'",
+    )
+    stats = rows.agg(
+        F.count("*").alias("batches"),
+        F.sum(F.size("edge_ids")).alias("edges"),
+        F.sum(F.size("node_ids")).alias("nodes"),
+        F.sum(F.array_contains("flags", "over_budget").cast("long")).alias("over_budget"),
+    ).first()
+    placeholders = nodes.filter("is_placeholder").select(F.col("entity_id").alias("u"))
+    covered = (
+        rows.select(F.explode(F.concat("node_ids", "edge_ids")).alias("u"))
+        .distinct()
+        .join(placeholders, "u", "left_anti")
+        .count()
+    )
+    key = method.replace("/", "_")
+    ctx.log.info(
+        "partition %s: %d batches (%d written, %d updated, %d removed); units covered %d of %d",
+        method,
+        stats["batches"],
+        res.inserted,
+        res.updated,
+        res.deleted,
+        covered,
+        n_units,
+    )
+    return StageResult(
+        {
+            f"{key}_batches": int(stats["batches"] or 0),
+            f"{key}_written": res.inserted,
+            f"{key}_updated": res.updated,
+            f"{key}_removed": res.deleted,
+            f"{key}_over_budget": int(stats["over_budget"] or 0),
+            f"{key}_units_uncovered": max(0, n_units - covered),
+        }
+    )
