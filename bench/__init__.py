@@ -150,18 +150,28 @@ def read_result(name: str) -> dict[str, Any] | None:
 
 
 # -- Spark job timeline ----------------------------------------------------------------------
-def spark_jobs(spark, group: str) -> list[dict[str, Any]]:
-    """Finished Spark jobs of a job group from the driver's status store (no UI needed)."""
+def spark_jobs(
+    spark, group: str | None, since: float | None = None, until: float | None = None
+) -> list[dict[str, Any]]:
+    """Finished Spark jobs of a job group from the driver's status store (no UI needed).
+
+    ``group=None`` takes the jobs of every group (jobs submitted from other driver threads
+    carry no group); ``since`` / ``until`` (unix seconds) keep jobs submitted in that window.
+    The store keeps at most ``spark.ui.retainedJobs`` jobs (default 1000).
+    """
     store = spark.sparkContext._jsc.sc().statusStore()
     it = store.jobsList(None).iterator()
     out = []
     while it.hasNext():
         j = it.next()
         g = j.jobGroup()
-        if not (g.isDefined() and g.get() == group):
+        if group is not None and not (g.isDefined() and g.get() == group):
             continue
         sub, comp = j.submissionTime(), j.completionTime()
         if not (sub.isDefined() and comp.isDefined()):
+            continue
+        submitted = sub.get().getTime() / 1000.0
+        if (since is not None and submitted < since) or (until is not None and submitted > until):
             continue
         desc = j.description()
         out.append(
@@ -169,7 +179,8 @@ def spark_jobs(spark, group: str) -> list[dict[str, Any]]:
                 "job": int(j.jobId()),
                 "name": str(j.name()),
                 "description": str(desc.get()) if desc.isDefined() else None,
-                "start": sub.get().getTime() / 1000.0,
+                "group": str(g.get()) if g.isDefined() else None,
+                "start": submitted,
                 "end": comp.get().getTime() / 1000.0,
                 "tasks": int(j.numTasks()),
             }

@@ -1,7 +1,8 @@
 """``python -m bench [NAME ...]`` (``make bench``): run the benchmarks and print a summary.
 
-Each benchmark runs in its own Python process (its own JVM and, for the extract benchmark,
-its own stand-in endpoint), so one cannot disturb or inherit the Spark session of the other.
+Each benchmark runs in its own Python process (its own JVM and, for the extract and judge
+benchmarks, its own stand-in endpoint), so one cannot disturb or inherit the Spark session of
+another.
 Results go to ``bench/results/<name>.json``; extra arguments after ``--`` are passed on, e.g.
 ``python -m bench extract_throughput -- --chunks 8000``.
 """
@@ -18,7 +19,7 @@ import time
 
 from bench import ROOT, install_sigterm_exit, read_result
 
-BENCHMARKS = ("extract_throughput", "merge_scale")
+BENCHMARKS = ("extract_throughput", "judge_throughput", "merge_scale")
 
 
 def _run_one(name: str, extra: list[str]) -> int:

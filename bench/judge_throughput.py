@@ -1,0 +1,815 @@
+"""Judge-stage throughput against the stand-in endpoint at its capacity (architecture §4.2).
+
+The stand-in runs as a separate process with 200 ms latency and 64 decoding slots, so its
+capacity is 64 / 0.2 s = 320 requests/s. A seeded synthetic knowledge graph is written
+straight into the ``entities``, ``relations`` and ``statements`` Delta tables (untimed; quiz
+is not run): per element its description (yes), one paraphrase (yes) and two negations (no),
+as quiz writes them with the default ``quiz.samples = 2``. Every statement text is
+different, so every statement is one trainee request. Then the judge stage is timed on
+``local[2]`` with the trainee endpoint pointed at the stand-in and
+``llm.trainee.max_concurrency = 64`` (32 in flight per task slot). The stage function runs
+with a :class:`StageContext` as the pipeline runs it, without the ``runs`` bookkeeping.
+
+Reported, all from the one run:
+
+* ``ratio_stage``   achieved requests/s over the whole judge stage ÷ capacity;
+* ``ratio_waves``   statement requests ÷ the union of the statement waves' spans (the Spark
+  jobs described "judge: LLM wave i/n", first start to last end per wave) ÷ capacity;
+* ``ratio_send``    requests ÷ time the endpoint had anything in flight ÷ capacity;
+* ``busy_fraction`` mean in-flight ÷ 64 over the stage, sampled from ``/stats`` at 20 Hz;
+* the judgements by status (ok, no_verdict, failed, no_logprobs) and the stage's counts;
+* where the rest of the stage time went: per phase of the stage (to-do set, preflight probe,
+  request building, waves, verdicts and MERGEs after sending), per wave, per Spark call site;
+  CPU by process.
+
+``python -m bench.judge_throughput [--statements N] [--keep]``; writes
+``bench/results/judge_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench import (
+    LOCAL_SPARK_CONF,
+    CpuMeter,
+    callsite,
+    install_sigterm_exit,
+    local_only_env,
+    machine_facts,
+    setup_logging,
+    spark_jobs,
+    standin,
+    union_seconds,
+    work_directory,
+    write_result,
+)
+from bench.extract_throughput import (
+    FIELDS,
+    FIRST,
+    LAST,
+    ORG_A,
+    ORG_B,
+    PLACES,
+    WORKS,
+    LogCapture,
+    Sampler,
+    _mean_inflight,
+    _send_windows,
+)
+
+NAME = "judge_throughput"
+log = logging.getLogger("bench.judge_throughput")
+JOB_GROUP = "stage-judge"  # what the pipeline sets for the stage (pipeline.run_pipeline)
+
+# -- the synthetic graph and its statements ------------------------------------------------------
+ROLES = (
+    "researcher",
+    "engineer",
+    "curator",
+    "field technician",
+    "data analyst",
+    "lecturer",
+    "archivist",
+    "lab manager",
+)
+INITIALS = "ABCDEFGHJKLMNOPRSTVW"
+# per element: the description (yes), paraphrase 0 (yes), negations 0 and 1 (no)
+PER_ELEMENT = (("original", 0, "yes"), ("paraphrase", 0, "yes"), ("negation", 0, "no"))
+PER_ELEMENT += (("negation", 1, "no"),)
+
+
+def _other(rng: random.Random, pool, current):
+    while True:
+        x = rng.choice(pool)
+        if x != current:
+            return x
+
+
+def _entity_texts(rng: random.Random, name: str) -> tuple[str, list[str]]:
+    f = {
+        "name": name,
+        "role": rng.choice(ROLES),
+        "org": f"{rng.choice(ORG_A)} {rng.choice(ORG_B)}",
+        "place": rng.choice(PLACES),
+        "field": rng.choice(FIELDS),
+        "year": rng.randint(1950, 2020),
+    }
+    orig = "{name} is a {role} at the {org} in {place} who has studied {field} since {year}."
+    para = "Since {year}, {name} has worked on {field} as a {role} at the {org} in {place}."
+    year2 = f["year"] + rng.choice((-7, -4, -2, 3, 5, 9))
+    place2 = _other(rng, PLACES, f["place"])
+    texts = [
+        orig.format(**f),
+        para.format(**f),
+        orig.format(**{**f, "year": year2}),
+        orig.format(**{**f, "place": place2}),
+    ]
+    return texts[0], texts
+
+
+def _relation_texts(rng: random.Random, p: str, q: str) -> tuple[str, list[str]]:
+    f = {
+        "p": p,
+        "q": q,
+        "work": rng.choice(WORKS),
+        "org": f"{rng.choice(ORG_A)} {rng.choice(ORG_B)}",
+        "year": rng.randint(1950, 2020),
+    }
+    orig = "{p} and {q} wrote {work} together at the {org} in {year}."
+    para = "In {year}, {p} co-authored {work} with {q} at the {org}."
+    year2 = f["year"] + rng.choice((-6, -3, -1, 2, 4, 8))
+    if rng.random() < 0.5:
+        neg1 = orig.format(**{**f, "org": f"{_other(rng, ORG_A, '')} {_other(rng, ORG_B, '')}"})
+        if neg1 == orig.format(**f):
+            neg1 = "{p} and {q} never worked together on {work} at the {org}.".format(**f)
+    else:
+        neg1 = "{p} and {q} never worked together on {work} at the {org}.".format(**f)
+    texts = [orig.format(**f), para.format(**f), orig.format(**{**f, "year": year2}), neg1]
+    return texts[0], texts
+
+
+def _names(rng: random.Random, n: int) -> list[str]:
+    """``n`` distinct person names ('First I. Last', then numbered once combinations run out)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    combos = len(FIRST) * len(INITIALS) * len(LAST)
+    while len(out) < n:
+        if len(seen) < combos * 0.8:
+            name = f"{rng.choice(FIRST)} {rng.choice(INITIALS)}. {rng.choice(LAST)}"
+        else:
+            name = (
+                f"{rng.choice(FIRST)} {rng.choice(INITIALS)}. {rng.choice(LAST)} "
+                f"{rng.randint(2, 10**6)}"
+            )
+        if name not in seen:
+            seen.add(name)
+            out.append(name)
+    return out
+
+
+def generate_graph(n_statements: int, seed: int, relation_share: float) -> dict[str, list[dict]]:
+    """Rows for entities, relations and statements: ``n_statements`` statements, 4 per element
+    (the last element may have fewer), every statement text distinct."""
+    from graphgen_spark.ids import h
+
+    rng = random.Random(seed)
+    n_elements = math.ceil(n_statements / len(PER_ELEMENT))
+    n_rel = round(n_elements * relation_share)
+    n_ent = n_elements - n_rel
+    names = _names(rng, max(n_ent, 2))
+    entities, relations, statements = [], [], []
+    texts_seen: set[str] = set()
+
+    def add_statements(element_id: str, kind: str, description: str, texts: list[str]) -> None:
+        dh = h(description)
+        quiz_request = h("bench-quiz", element_id, dh)
+        for (skind, idx, label), text in zip(PER_ELEMENT, texts, strict=True):
+            if len(statements) >= n_statements:
+                return
+            if text in texts_seen:  # cannot happen with unique names/pairs; kept as a guard
+                text = f"{text[:-1]} (record {len(statements)})."
+            texts_seen.add(text)
+            statements.append(
+                {
+                    "statement_id": h(element_id, dh, skind, idx),
+                    "element_id": element_id,
+                    "element_kind": kind,
+                    "description_hash": dh,
+                    "kind": skind,
+                    "idx": idx,
+                    "text": text,
+                    "label": label,
+                    "language": "en",
+                    "request_id": quiz_request,
+                }
+            )
+
+    ids = []
+    for i, name in enumerate(names[:n_ent] if n_ent else []):
+        key = name.casefold()
+        eid = h(key)
+        ids.append(eid)
+        desc, texts = _entity_texts(rng, name)
+        entities.append(
+            {
+                "entity_id": eid,
+                "key": key,
+                "name": name,
+                "type": "person",
+                "description": desc,
+                "n_tokens": max(1, len(desc) // 4),
+                "n_mentions": 1,
+                "descriptions": [desc],
+                "summarised": False,
+                "summary_levels": 0,
+                "chunk_ids": [h("bench-chunk", i)],
+                "doc_ids": [h("bench-doc", i // 8)],
+                "is_placeholder": False,
+                "row_hash": h("bench-entity", eid, desc),
+            }
+        )
+        add_statements(eid, "entity", desc, texts)
+    # relations between distinct pairs of the entities (or of spare names if there are none)
+    pool = [(e["entity_id"], e["name"]) for e in entities] or [(h(n.casefold()), n) for n in names]
+    pairs: set[tuple[str, str]] = set()
+    while len(relations) < n_rel:
+        (a_id, a), (b_id, b) = rng.sample(pool, 2)
+        if a_id > b_id:
+            (a_id, a), (b_id, b) = (b_id, b), (a_id, a)
+        if (a_id, b_id) in pairs:
+            continue
+        pairs.add((a_id, b_id))
+        desc, texts = _relation_texts(rng, a, b)
+        edge_id = h(a_id, b_id)
+        i = len(relations)
+        relations.append(
+            {
+                "edge_id": edge_id,
+                "src_id": a_id,
+                "dst_id": b_id,
+                "src_name": a,
+                "dst_name": b,
+                "description": desc,
+                "n_tokens": max(1, len(desc) // 4),
+                "n_mentions": 1,
+                "descriptions": [desc],
+                "summarised": False,
+                "summary_levels": 0,
+                "chunk_ids": [h("bench-chunk", i)],
+                "doc_ids": [h("bench-doc", i // 8)],
+                "row_hash": h("bench-relation", edge_id, desc),
+            }
+        )
+        add_statements(edge_id, "relation", desc, texts)
+    return {"entities": entities, "relations": relations, "statements": statements}
+
+
+def write_graph(spark, tables, args) -> dict[str, Any]:
+    """Generate the rows and write them as the Delta tables judge (and quiz) read."""
+    import pandas as pd
+
+    from graphgen_spark.tables import SCHEMAS
+
+    t0 = time.monotonic()
+    rows = generate_graph(args.statements, args.seed, args.relation_share)
+    gen_s = time.monotonic() - t0
+    t0 = time.monotonic()
+    ints = {"n_tokens", "n_mentions", "summary_levels", "idx"}
+    for name in ("entities", "relations", "statements"):
+        schema = SCHEMAS[name]
+        pdf = pd.DataFrame(rows[name], columns=schema.fieldNames())
+        for c in ints & set(pdf.columns):
+            pdf[c] = pdf[c].astype("int32")
+        df = spark.createDataFrame(pdf, schema) if len(pdf) else spark.createDataFrame([], schema)
+        df.repartition(2).write.format("delta").mode("overwrite").save(tables.location(name))
+    st = rows["statements"]
+    by_kind = Counter((s["element_kind"], s["kind"]) for s in st)
+    return {
+        "statements": len(st),
+        "distinct_texts": len({s["text"] for s in st}),
+        "entities": len(rows["entities"]),
+        "relations": len(rows["relations"]),
+        "labels": dict(Counter(s["label"] for s in st)),
+        "by_element_kind_and_kind": {f"{a}/{b}": n for (a, b), n in sorted(by_kind.items())},
+        "mean_text_chars": round(sum(len(s["text"]) for s in st) / max(1, len(st)), 1),
+        "seed": args.seed,
+        "generate_s": round(gen_s, 1),
+        "write_s": round(time.monotonic() - t0, 1),
+    }
+
+
+# -- measuring ----------------------------------------------------------------------------------
+# What the benchmark reads from the run does not depend on the executor's internals beyond
+# two things every version of it has had: the "[judge] N requests ..." line logged once per
+# ``execute`` (before its first wave) and the Spark job description "judge: LLM wave i/n"
+# of each wave's jobs. The per-wave request counts come from the wave log lines when they
+# carry them ("wave i/n: N requests in ..." or a cumulative "wave i/n done: N calls sent").
+_EXECUTE = re.compile(r"\[judge\] (\d+) requests\b")
+_EXECUTE_WAVES = re.compile(r"(\d+) wave\(s\)")
+_WAVE_N = re.compile(r"\[judge\] wave (\d+)/(\d+): (\d+) requests in")
+_WAVE_CUM = re.compile(r"\[judge\] wave (\d+)/(\d+) done: (\d+) calls sent so far")
+_WAVE_JOB = re.compile(r"^judge: LLM wave (\d+)/(\d+)$")
+_REPORT = re.compile(r"judge: reliability diagram")
+
+
+def _executes(capture: LogCapture) -> list[dict[str, Any]]:
+    """One entry per ``execute`` call of the stage, with per-wave request counts if logged."""
+    out: list[dict[str, Any]] = []
+    for t, msg in capture.records:
+        m = _EXECUTE.search(msg)
+        if m and "all answered before" not in msg:
+            w = _EXECUTE_WAVES.search(msg)
+            out.append(
+                {
+                    "round": "preflight" if not out else "statements",
+                    "logged_at": t,
+                    "requests": int(m.group(1)),
+                    "waves": int(w.group(1)) if w else None,
+                    "log": msg,
+                    "wave_requests": {},
+                    "_cum": 0,
+                }
+            )
+            continue
+        if not out:
+            continue
+        cur = out[-1]
+        m = _WAVE_N.search(msg)
+        if m:
+            cur["wave_requests"][int(m.group(1))] = int(m.group(3))
+            continue
+        m = _WAVE_CUM.search(msg)
+        if m:
+            cum = int(m.group(3))
+            cur["wave_requests"][int(m.group(1))] = cum - cur["_cum"]
+            cur["_cum"] = cum
+    for e in out:
+        e.pop("_cum")
+    return out
+
+
+def _waves(
+    jobs: list[dict[str, Any]], executes: list[dict[str, Any]], samples, capacity: float
+) -> list[dict[str, Any]]:
+    """Waves from the Spark jobs described "judge: LLM wave i/n", assigned to the execute
+    call logged last before them; each with its span, LLM job, mean in flight, requests."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for j in jobs:
+        m = _WAVE_JOB.match(j["description"] or "")
+        if not m:
+            continue
+        k = sum(1 for e in executes if e["logged_at"] <= j["start"] + 0.05) - 1
+        groups.setdefault((max(k, 0), int(m.group(1))), []).append(j | {"of": int(m.group(2))})
+    waves = []
+    for (k, i), js in sorted(groups.items(), key=lambda kv: min(j["start"] for j in kv[1])):
+        start, end = min(j["start"] for j in js), max(j["end"] for j in js)
+        llm = max(js, key=lambda j: j["end"] - j["start"])
+        ex = executes[k] if k < len(executes) else {}
+        # requests the stand-in received while the wave's LLM job ran (overlapping waves
+        # share them; the executor's own count is `requests` when it logs one)
+        got = [(t, n) for t, _, _, n in samples if llm["start"] <= t <= llm["end"]]
+        waves.append(
+            {
+                "round": ex.get("round", "?"),
+                "wave": f"{i}/{js[0]['of']}",
+                "requests": ex.get("wave_requests", {}).get(i),
+                "start": start,
+                "end": end,
+                "seconds": end - start,
+                "llm_job_s": llm["end"] - llm["start"],
+                "llm_job": (llm["start"], llm["end"]),
+                "spark_jobs": len(js),
+                "standin_requests_during_llm_job": got[-1][1] - got[0][1] if len(got) > 1 else None,
+                "mean_in_flight": _mean_inflight(samples, start, end) if end > start else None,
+            }
+        )
+    for w in waves:
+        n = w["requests"]
+        w["ratio"] = n / w["seconds"] / capacity if n is not None and w["seconds"] else None
+    return waves
+
+
+def _phases(
+    capture: LogCapture,
+    executes: list[dict[str, Any]],
+    waves: list[dict[str, Any]],
+    wall: tuple[float, float],
+) -> list[tuple[str, float, float]]:
+    """Consecutive phases covering the stage, cut at the log lines and wave job spans."""
+    pre = [w for w in waves if w["round"] == "preflight"]
+    main = [w for w in waves if w["round"] == "statements"]
+    marks: list[tuple[float, str]] = [
+        (wall[0], "to-do set (anti-join with judgements, checkpoint, count), probe pending set")
+    ]
+    if executes:
+        marks.append((executes[0]["logged_at"], "probe: before its wave"))
+    if pre:
+        marks.append((min(w["start"] for w in pre), "probe wave (1 request)"))
+        marks.append(
+            (
+                max(w["end"] for w in pre),
+                "probe MERGE and answer read, requests built (mapInPandas + checkpoint), "
+                "statements pending set (anti-join with llm_calls, parquet write, count)",
+            )
+        )
+    if len(executes) > 1:
+        marks.append((executes[1]["logged_at"], "statements: before the first wave"))
+    if main:
+        marks.append(
+            (min(w["start"] for w in main), "statement waves (first wave start to last wave end)")
+        )
+        marks.append(
+            (
+                max(w["end"] for w in main),
+                "after sending: staged outcomes into llm_calls, results join, verdicts, "
+                "judgements MERGE, gap_scores MERGE, calibration",
+            )
+        )
+    last = marks[-1][0]
+    report = next((t for t, msg in capture.records if _REPORT.search(msg) and t >= last), None)
+    if report is not None:
+        marks.append((report, "reliability diagram, gap_scores status counts"))
+    out: list[tuple[str, float, float]] = []
+    t = wall[0]
+    for i, (_, label) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else wall[1]
+        end = min(max(end, t), wall[1])
+        out.append((label, t, end))
+        t = end
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.judge_throughput", description=__doc__)
+    p.add_argument("--statements", type=int, default=100_000, help="statements to judge")
+    p.add_argument(
+        "--relation-share", type=float, default=0.4, help="share of elements that are relations"
+    )
+    p.add_argument("--latency-ms", type=float, default=200.0)
+    p.add_argument("--max-concurrency", type=int, default=64)
+    p.add_argument("--master", default="local[2]")
+    p.add_argument("--shuffle-partitions", type=int, default=4)
+    p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--driver-memory", default="4g")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
+    p.add_argument("--json", default=None, help="also write the result to this path")
+    p.add_argument("--min-llm-seconds", type=float, default=60.0)
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from graphgen_spark.config import build_config
+    from graphgen_spark.ids import h
+    from graphgen_spark.pipeline import stage_function
+    from graphgen_spark.session import build_session
+    from graphgen_spark.stages.base import StageContext
+    from graphgen_spark.tables import Tables
+
+    capacity = args.max_concurrency / (args.latency_ms / 1000.0)
+    t_all = time.monotonic()
+    with (
+        work_directory(args.keep, "graphgen_bench_judge_") as work,
+        standin(args.latency_ms, args.max_concurrency, work) as endpoint,
+    ):
+        ep = {
+            "base_url": endpoint.base_url,
+            "model": "standin",
+            "max_concurrency": args.max_concurrency,
+            "timeout_s": 120,
+        }
+        llm: dict[str, Any] = {
+            # the synthesizer is not used by judge; it points at the stand-in all the same
+            "synthesizer": dict(ep),
+            "trainee": dict(ep),
+        }
+        if args.wave_size:
+            llm["wave_size"] = args.wave_size
+        conf = {
+            **LOCAL_SPARK_CONF,
+            "spark.driver.memory": args.driver_memory,
+            # keep every job of the stage in the status store for the breakdown
+            "spark.ui.retainedJobs": "100000",
+            "spark.ui.retainedStages": "100000",
+        }
+        cfg_data = {
+            "spark": {
+                "master": args.master,
+                "shuffle_partitions": args.shuffle_partitions,
+                "conf": conf,
+            },
+            "llm": llm,
+        }
+        cfg0 = build_config(cfg_data, env=False)
+        # every task slot keeps its share in flight: 64 in all over the slots of the master
+        t0 = time.monotonic()
+        spark = build_session(cfg0)
+        spark.sparkContext.setLogLevel("ERROR")
+        session_s = time.monotonic() - t0
+        slots = max(1, spark.sparkContext.defaultParallelism)
+        llm["concurrency_per_task"] = math.ceil(args.max_concurrency / slots)
+        cfg = build_config(cfg_data, env=False)
+        try:
+            out = work / "out"
+            tables = Tables(spark, out)
+            spark.sparkContext.setJobGroup("bench-generate", "bench: synthetic statements")
+            log.info("writing %d synthetic statements to %s", args.statements, out)
+            data = write_graph(spark, tables, args)
+            log.info("synthetic graph: %s", data)
+            if data["distinct_texts"] != data["statements"]:
+                raise RuntimeError(f"statement texts are not all distinct: {data}")
+
+            # ---- the timed part: the judge stage ----
+            run_id = h("bench-judge", cfg.config_hash(), str(out), time.time())
+            ctx = StageContext(
+                spark, cfg, tables, run_id, None, logging.getLogger("graphgen_spark")
+            )
+            judge = stage_function("judge")
+            endpoint.reset_stats()
+            capture = LogCapture()
+            glog = logging.getLogger("graphgen_spark")
+            glog.addHandler(capture)
+            sampler = Sampler(endpoint)
+            meter = CpuMeter(extra={"standin": endpoint.proc.pid})
+            sampler.start()
+            time.sleep(0.2)
+            meter.start()
+            wall0 = time.time()
+            t0 = time.monotonic()
+            spark.sparkContext.setJobGroup(JOB_GROUP, "graphgen-spark stage judge")
+            try:
+                stage_result = judge(ctx)
+            finally:
+                stage_s = time.monotonic() - t0
+                wall1 = time.time()
+                cpu = meter.stop()
+                time.sleep(0.2)
+                sampler.stop()
+                glog.removeHandler(capture)
+                spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
+            log.info("judge stage: %.1f s, counts %s", stage_s, stage_result.counts)
+            stats = endpoint.stats()
+            result = analyse(
+                spark=spark,
+                tables=tables,
+                capacity=capacity,
+                args=args,
+                cfg=cfg,
+                stats=stats,
+                capture=capture,
+                samples=sampler.samples,
+                wall=(wall0, wall1),
+                stage_s=stage_s,
+                stage_counts=dict(stage_result.counts),
+            )
+            result["cpu_during_judge"] = cpu
+            sb = cpu["cpu_s_by_role"]
+            result["cpu_ms_per_request"] = {
+                role: round(1000 * sb.get(role, 0.0) / max(1, stats["requests_total"]), 2)
+                for role in ("standin", "spark_python_workers", "spark_jvm", "driver_python")
+            }
+            result["statements_table"] = data
+            result["untimed"] = {
+                "session_start_s": round(session_s, 1),
+                "generate_s": data["generate_s"],
+                "write_tables_s": data["write_s"],
+            }
+            result["machine"] = machine_facts(spark)
+            result["config"] = {
+                "cli": vars(args),
+                "pipeline": cfg.model_dump(
+                    mode="json",
+                    include={"spark", "llm", "judge", "quiz", "gap", "ece", "gap_scoring"},
+                    exclude={"llm": {"synthesizer": {"api_key"}, "trainee": {"api_key"}}},
+                ),
+                "task_slots": slots,
+                "in_flight_per_task": math.ceil(args.max_concurrency / slots),
+                "standin": {
+                    "latency_ms": args.latency_ms,
+                    "max_concurrency": args.max_concurrency,
+                    "process": "separate (python -m graphgen_spark.standin)",
+                },
+            }
+        finally:
+            spark.stop()
+    result["bench_total_s"] = round(time.monotonic() - t_all, 1)
+    return result
+
+
+def analyse(
+    *,
+    spark,
+    tables,
+    capacity: float,
+    args,
+    cfg,
+    stats: dict[str, Any],
+    capture: LogCapture,
+    samples,
+    wall: tuple[float, float],
+    stage_s: float,
+    stage_counts: dict[str, int],
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    requests = int(stats["requests_total"])
+    r = lambda x, d=3: round(x, d) if x is not None else None  # noqa: E731
+
+    # every Spark job submitted during the stage, whichever driver thread submitted it
+    jobs = spark_jobs(spark, None, since=wall[0] - 0.05, until=wall[1] + 0.05)
+    busy_jobs = union_seconds([(j["start"], j["end"]) for j in jobs])
+    executes = _executes(capture)
+    waves = _waves(jobs, executes, samples, capacity)
+    main = [w for w in waves if w["round"] == "statements"]
+    pre_sent = sum(e["requests"] for e in executes if e["round"] == "preflight")
+    main_req = max(0, requests - pre_sent)
+    waves_union = union_seconds([(w["start"], w["end"]) for w in main])
+    llm_union = union_seconds([w["llm_job"] for w in main])
+    windows = _send_windows(samples)
+    send_s = sum(b - a for a, b in windows)
+    mean_inflight = _mean_inflight(samples, *wall) or 0.0
+    for w in waves:
+        inside = [(a, b) for a, b in windows if b >= w["start"] and a <= w["end"]]
+        w["send_s"] = sum(min(b, w["end"]) - max(a, w["start"]) for a, b in inside)
+        w["bookkeeping_s"] = w["seconds"] - w["send_s"]
+
+    # time per wave / call site: a wave's jobs are those described as its jobs, or (when
+    # only the LLM write carries the description) those running inside its span
+    wave_job_ids = {
+        j["job"]
+        for j in jobs
+        for w in waves
+        if j["start"] >= w["start"] - 0.05 and j["end"] <= w["end"] + 0.05
+    }
+    llm_job_ids = {j["job"] for j in jobs for w in waves if (j["start"], j["end"]) == w["llm_job"]}
+    by_site: Counter[str] = Counter()
+    n_by_site: Counter[str] = Counter()
+    for j in jobs:
+        if j["job"] in llm_job_ids:
+            key = "LLM requests (mapInPandas -> staged parquet)"
+        elif j["job"] in wave_job_ids:
+            key = "wave bookkeeping: " + callsite(j)
+        else:
+            key = "outside waves: " + callsite(j)
+        by_site[key] += j["end"] - j["start"]
+        n_by_site[key] += 1
+    top_sites = [
+        {"site": k, "jobs": n_by_site[k], "seconds": round(v, 1)}
+        for k, v in by_site.most_common(20)
+    ]
+
+    phases = []
+    for label, a, b in _phases(capture, executes, waves, wall):
+        clipped = [(max(a, j["start"]), min(b, j["end"])) for j in jobs]
+        clipped = [(x, y) for x, y in clipped if y > x]
+        sites: Counter[str] = Counter()
+        for j in jobs:
+            x, y = max(a, j["start"]), min(b, j["end"])
+            if y > x:
+                sites[callsite(j)] += y - x
+        sent = [n for t, _, _, n in samples if a <= t <= b]
+        phases.append(
+            {
+                "phase": label,
+                "seconds": r(b - a, 2),
+                "share_of_stage": r((b - a) / stage_s) if stage_s else None,
+                "spark_jobs_busy_s": r(union_seconds(clipped), 2),
+                "no_spark_job_s": r((b - a) - union_seconds(clipped), 2),
+                "mean_in_flight": r(_mean_inflight(samples, a, b), 1) if b > a else None,
+                "standin_requests": sent[-1] - sent[0] if len(sent) > 1 else 0,
+                "top_call_sites": [
+                    {"site": k, "seconds": round(v, 2)} for k, v in sites.most_common(4)
+                ],
+            }
+        )
+
+    # judgements by status (this trainee), gap scores and calibration as the stage left them
+    trainee = cfg.trainee_model()
+    jd = tables.read("judgements").filter(F.col("trainee_model") == trainee)
+    by_status = {
+        r_["status"]: int(r_["n"])
+        for r_ in jd.groupBy("status").agg(F.count("*").alias("n")).collect()
+    }
+    n_statements = tables.read("statements").count()
+    gap = {
+        r_["status"]: int(r_["n"])
+        for r_ in tables.read("gap_scores")
+        .filter(F.col("trainee_model") == trainee)
+        .groupBy("status")
+        .agg(F.count("*").alias("n"))
+        .collect()
+    }
+    cal = (
+        tables.read("calibration")
+        .filter((F.col("trainee_model") == trainee) & (F.col("scope") == "all"))
+        .select("n", "n_no_verdict", "ece", "brier")
+        .first()
+    )
+
+    ratio_stage = requests / stage_s / capacity if stage_s else 0.0
+    return {
+        "benchmark": NAME,
+        "capacity_req_s": capacity,
+        "target_ratio": 0.90,
+        "headline": {
+            "ratio_stage": r(ratio_stage),
+            "ratio_waves": r(main_req / waves_union / capacity) if waves_union else None,
+            "ratio_llm_jobs": r(main_req / llm_union / capacity) if llm_union else None,
+            "ratio_send": r(requests / send_s / capacity) if send_s else None,
+            "busy_fraction_stage": r(mean_inflight / args.max_concurrency),
+            "meets_target_stage": ratio_stage >= 0.90,
+            "requests": requests,
+            "statements": n_statements,
+            "stage_s": r(stage_s, 1),
+            "achieved_req_s": r(requests / stage_s, 1) if stage_s else None,
+            "llm_seconds_at_capacity": r(requests / capacity, 1),
+            "max_in_flight": stats["max_in_flight"],
+            "judged_ok": by_status.get("ok", 0),
+            "no_verdict": by_status.get("no_verdict", 0),
+            "failed": by_status.get("failed", 0),
+            "no_logprobs": by_status.get("no_logprobs", 0),
+        },
+        "requests": {
+            "standin_requests_total": requests,
+            "standin_completions_ok": stats["completions_ok"],
+            "standin_max_in_flight": stats["max_in_flight"],
+            "standin_max_queued": stats["max_queued"],
+            "standin_by_status": stats["by_status"],
+            "standin_faults": stats.get("faults_by_kind"),
+            "statement_requests": main_req,
+            "preflight_requests": pre_sent,
+            "per_execute": [
+                {k: v for k, v in e.items() if k not in ("logged_at", "wave_requests")}
+                for e in executes
+            ],
+            "stage_counts": stage_counts,
+        },
+        "judgements": {
+            "statements": n_statements,
+            "judgements": sum(by_status.values()),
+            "by_status": by_status,
+            "gap_scores_by_status": gap,
+            "calibration_all": cal.asDict() if cal else None,
+        },
+        "time": {
+            "stage_s": r(stage_s, 1),
+            "statement_waves": len(main),
+            "statement_waves_s": r(waves_union, 1),
+            "statement_llm_jobs_s": r(llm_union, 1),
+            "wave_bookkeeping_s": r(waves_union - llm_union, 1),
+            "outside_statement_waves_s": r(stage_s - waves_union, 1),
+            "send_windows_s": r(send_s, 1),
+            "endpoint_idle_s": r(stage_s - send_s, 1),
+            "spark_jobs": len(jobs),
+            "spark_jobs_busy_s": r(busy_jobs, 1),
+            "driver_gaps_s": r(stage_s - busy_jobs, 1),
+            "top_spark_call_sites": top_sites,
+        },
+        "phases": phases,
+        "waves": [
+            {
+                k: (round(v, 2) if isinstance(v, float) else v)
+                for k, v in w.items()
+                if k not in ("start", "end", "llm_job")
+            }
+            | {"starts_at_s": round(w["start"] - wall[0], 2)}
+            for w in waves
+        ],
+        "send_windows": [[round(a - wall[0], 2), round(b - wall[0], 2)] for a, b in windows],
+    }
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    h = res["headline"]
+    t = res["time"]
+    lines = [
+        f"judge_throughput: {h['statements']} statements, {h['requests']} requests in "
+        f"{h['stage_s']} s = {h['achieved_req_s']} req/s of {res['capacity_req_s']:.0f} capacity",
+        f"  ratio stage {h['ratio_stage']}  waves {h['ratio_waves']}  "
+        f"send windows {h['ratio_send']}  busy fraction {h['busy_fraction_stage']}  "
+        f"(target >= {res['target_ratio']}: {'MET' if h['meets_target_stage'] else 'NOT met'})",
+        f"  judged ok {h['judged_ok']}  no_verdict {h['no_verdict']}  failed {h['failed']}  "
+        f"no_logprobs {h['no_logprobs']}  max in flight {h['max_in_flight']}",
+        f"  time: {t['statement_waves']} statement wave(s) {t['statement_waves_s']} s (LLM jobs "
+        f"{t['statement_llm_jobs_s']} s), outside them {t['outside_statement_waves_s']} s; "
+        f"endpoint idle {t['endpoint_idle_s']} s",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    install_sigterm_exit()
+    local_only_env()
+    args = parse_args(argv)
+    res = run(args)
+    h = res["headline"]
+    if h["llm_seconds_at_capacity"] < args.min_llm_seconds:
+        log.warning(
+            "only %.0f s of LLM work at capacity (< %.0f s): raise --statements",
+            h["llm_seconds_at_capacity"],
+            args.min_llm_seconds,
+        )
+    if not args.no_write:
+        path = write_result(NAME, res)
+        log.info("wrote %s", path)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print("\n".join(summary_lines(res)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
