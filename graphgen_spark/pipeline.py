@@ -24,7 +24,16 @@ from graphgen_spark.stages.base import StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, Tables
 
 # stage name -> module under graphgen_spark.stages exposing run(ctx) -> StageResult
-STAGES: tuple[str, ...] = ("ingest", "chunk", "extract", "merge", "quiz", "judge")
+STAGES: tuple[str, ...] = (
+    "ingest",
+    "chunk",
+    "extract",
+    "merge",
+    "quiz",
+    "judge",
+    "partition",
+    "generate",
+)
 
 log = logging.getLogger("graphgen_spark")
 

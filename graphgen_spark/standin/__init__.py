@@ -18,6 +18,7 @@ The first matching rule wins; unmatched requests use the built-in rules.
 """
 
 from . import extraction as _extraction  # noqa: F401  (registers the task handlers)
+from . import generate as _generate  # noqa: F401
 from . import quiz as _quiz  # noqa: F401
 from .commandline import main
 from .options import ALLOWED_FAULTS, DEFAULT_FAULTS, OptionError, StandinOptions

@@ -1,0 +1,1 @@
+"""QA generation (method §7): response models, validation and the per-batch programs."""

@@ -1,0 +1,422 @@
+"""Generate stage (§7): the `qa` table from the batches of each configured mode.
+
+For every mode: its batches (`subgraphs` of the mode's method and current configuration),
+capped in batch rank order before any call (`generate.max_batches`, `max_qa`,
+`max_qa_per_doc`); each batch rendered as numbered facts with its target language, style
+and difficulty; one program per unit on the executors (:mod:`graphgen_spark.generate.programs`);
+valid items become QA rows with full lineage (node, edge, chunk and document ids, loss,
+difficulty, the producing request), invalid units go to `quarantine` with the reason.
+``qa_id`` is deterministic, so a rerun adds nothing and makes no calls.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.window import Window
+
+from graphgen_spark.config import Config
+from graphgen_spark.generate.programs import STAGE, calls_per_unit, make_program
+from graphgen_spark.ids import h, h_col, rr
+from graphgen_spark.language import main_language
+from graphgen_spark.llm.executor import LLMExecutor
+from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.partition import config_hash, method_for
+from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tokenizer import count_tokens
+
+ITEM_MODES = ("multiple_choice", "multi_answer", "fill_in_blank", "true_false")
+UNIT_SCHEMA = T.StructType(
+    [
+        T.StructField(n, t)
+        for n, t in [
+            ("unit_id", T.StringType()),
+            ("batch_id", T.StringType()),
+            ("part", T.IntegerType()),
+            ("facts", T.StringType()),
+            ("language", T.StringType()),
+            ("n_relations", T.IntegerType()),
+            ("n_items", T.IntegerType()),
+            ("question_style", T.StringType()),
+            ("difficulty_word", T.StringType()),
+            ("prompt_tokens", T.IntegerType()),
+        ]
+    ]
+)
+OUTCOME_SCHEMA = T.StructType(
+    [
+        T.StructField(n, T.StringType())
+        for n in ("unit_id", "status", "reason", "detail", "items", "request_id")
+    ]
+)
+ITEM_SCHEMA = (
+    "array<struct<question:string,answer:string,options:map<string,string>,"
+    "answers:array<string>,reasoning_path:string>>"
+)
+
+
+def n_items(cfg: Config, mode: str) -> int:
+    if mode not in ITEM_MODES:
+        return 1
+    return cfg.generate.num_questions or (2 if mode == "true_false" else 5)
+
+
+def normalise_question(text: str | None) -> str:
+    """Exact-duplicate key: NFKC, casefold, letters and digits only."""
+    t = unicodedata.normalize("NFKC", text or "").casefold()
+    return re.sub(r"[\W_]+", "", t)
+
+
+# -- batches with their facts ---------------------------------------------------------------
+def mode_batches(ctx: StageContext, mode: str) -> DataFrame:
+    """The mode's batches with rendered facts inputs and lineage, capped in rank order."""
+    cfg, tables = ctx.cfg, ctx.tables
+    method = method_for(cfg, mode)
+    chash = config_hash(cfg, method)
+    b = tables.read("subgraphs").filter(
+        (F.col("method") == method) & (F.col("config_hash") == chash)
+    )
+    ents = tables.read("entities").select(
+        "entity_id",
+        "name",
+        "description",
+        "descriptions",
+        "summarised",
+        "is_placeholder",
+        "chunk_ids",
+        "doc_ids",
+    )
+    rels = tables.read("relations").select(
+        "edge_id",
+        "src_name",
+        "dst_name",
+        "description",
+        "descriptions",
+        "summarised",
+        "chunk_ids",
+        "doc_ids",
+    )
+    nodes = (
+        b.select("batch_id", F.posexplode("node_ids").alias("pos", "entity_id"))
+        .join(ents, "entity_id")
+        .groupBy("batch_id")
+        .agg(
+            F.sort_array(
+                F.collect_list(
+                    F.struct(
+                        "pos",
+                        "name",
+                        F.when(F.col("is_placeholder"), F.lit(""))
+                        .otherwise(F.col("description"))
+                        .alias("description"),
+                        "descriptions",
+                        "summarised",
+                    )
+                )
+            ).alias("ents"),
+            F.flatten(F.collect_list("chunk_ids")).alias("n_chunks"),
+            F.flatten(F.collect_list("doc_ids")).alias("n_docs"),
+        )
+    )
+    edges = (
+        b.select("batch_id", F.posexplode("edge_ids").alias("pos", "edge_id"))
+        .join(rels, "edge_id")
+        .groupBy("batch_id")
+        .agg(
+            F.sort_array(
+                F.collect_list(
+                    F.struct(
+                        "pos", "src_name", "dst_name", "description", "descriptions", "summarised"
+                    )
+                )
+            ).alias("rels"),
+            F.flatten(F.collect_list("chunk_ids")).alias("e_chunks"),
+            F.flatten(F.collect_list("doc_ids")).alias("e_docs"),
+        )
+    )
+    empty = F.array().cast("array<string>")
+    out = (
+        b.join(nodes, "batch_id", "left")
+        .join(edges, "batch_id", "left")
+        .withColumn(
+            "all_chunks",
+            F.concat(F.coalesce("n_chunks", empty), F.coalesce("e_chunks", empty)),
+        )
+        .withColumn(
+            "chunk_ids",
+            F.array_sort(F.array_distinct("all_chunks")),
+        )
+        .withColumn(
+            "doc_ids",
+            F.array_sort(
+                F.array_distinct(F.concat(F.coalesce("n_docs", empty), F.coalesce("e_docs", empty)))
+            ),
+        )
+    )
+    return _capped(ctx, out, mode)
+
+
+def _capped(ctx: StageContext, batches: DataFrame, mode: str) -> DataFrame:
+    """Volume caps (§7.4) in batch rank order, before any call."""
+    gen = ctx.cfg.generate
+    per = n_items(ctx.cfg, mode)
+    order = [F.col("seed_rank").asc_nulls_last(), F.col("batch_id")]
+    if gen.max_qa_per_doc:
+        chunk_doc = ctx.tables.read("chunks").select("chunk_id", "doc_id")
+        main_doc = (
+            batches.select("batch_id", F.explode("chunk_ids").alias("chunk_id"))
+            .join(chunk_doc, "chunk_id")
+            .groupBy("batch_id", "doc_id")
+            .count()
+            .withColumn(
+                "_r",
+                F.row_number().over(
+                    Window.partitionBy("batch_id").orderBy(F.desc("count"), "doc_id")
+                ),
+            )
+            .filter("_r = 1")
+            .select("batch_id", F.col("doc_id").alias("main_doc"))
+        )
+        batches = batches.join(main_doc, "batch_id", "left")
+        in_doc = F.row_number().over(Window.partitionBy("main_doc").orderBy(*order))
+        batches = batches.filter(in_doc * per <= gen.max_qa_per_doc)
+    caps = [
+        c for c in (gen.max_batches, (gen.max_qa + per - 1) // per if gen.max_qa else None) if c
+    ]
+    if caps:
+        batches = batches.withColumn("_n", F.row_number().over(Window.orderBy(*order)))
+        batches = batches.filter(F.col("_n") <= min(caps)).drop("_n")
+    return batches
+
+
+def _units_fn(cfg: Config, mode: str):
+    """Rows of UNIT_SCHEMA: render each batch (atomic: one unit per merged description)."""
+    styles = list(cfg.style.question_styles)
+    order = list(cfg.style.difficulty_order)
+    per = n_items(cfg, mode)
+    force = cfg.language.force
+    split = mode == "atomic" and cfg.generate.split_descriptions
+
+    def variants(ents: list[dict], rels: list[dict]) -> list[tuple[list[dict], list[dict]]]:
+        if not (split and len(ents) + len(rels) == 1):
+            return [(ents, rels)]
+        elem = (ents or rels)[0]
+        descs = list(elem["descriptions"]) if elem["descriptions"] is not None else []
+        if elem["summarised"] or len(descs) < 2:
+            return [(ents, rels)]
+        alone = [{**elem, "description": d} for d in descs]
+        return [([e], []) if ents else ([], [e]) for e in alone]
+
+    def units(r: dict) -> list[dict]:
+        ents = list(r["ents"]) if r["ents"] is not None else []
+        rels = list(r["rels"]) if r["rels"] is not None else []
+        style = styles[int(rr(cfg.run.seed, r["batch_id"]), 16) % len(styles)]
+        tier = r["difficulty"]
+        word = order[int(tier)] if cfg.style.difficulty and not pd.isna(tier) else ""
+        out = []
+        for i, (es, rs) in enumerate(variants(ents, rels)):
+            facts = render_batch(
+                [(e["name"], e["description"] or "") for e in es],
+                [(x["src_name"], x["dst_name"], x["description"] or "") for x in rs],
+            )
+            out.append(
+                {
+                    "unit_id": h(r["batch_id"], mode, i),
+                    "batch_id": r["batch_id"],
+                    "part": i,
+                    "facts": facts,
+                    "language": force or main_language(facts),
+                    "n_relations": len(rs),
+                    "n_items": per,
+                    "question_style": style,
+                    "difficulty_word": word,
+                    "prompt_tokens": count_tokens(facts),
+                }
+            )
+        return out
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            rows = [u for r in pdf.to_dict("records") for u in units(r)]
+            yield pd.DataFrame(rows, columns=UNIT_SCHEMA.fieldNames())
+
+    return run
+
+
+# -- the stage -------------------------------------------------------------------------------
+def run(ctx: StageContext) -> StageResult:
+    result = StageResult()
+    scratch = Scratch(ctx, STAGE)
+    try:
+        for mode in ctx.cfg.generate.modes:
+            result.add(_generate_mode(ctx, mode, scratch))
+    finally:
+        scratch.cleanup()
+    return result
+
+
+def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResult:
+    cfg, tables = ctx.cfg, ctx.tables
+    model = cfg.llm.synthesizer.model or ""
+    batches = scratch.materialise(mode_batches(ctx, mode))
+    cols = ["batch_id", "ents", "rels", "difficulty"]
+    units = scratch.materialise(
+        batches.select(*cols).mapInPandas(_units_fn(cfg, mode), UNIT_SCHEMA)
+    )
+    too_long = units.filter(F.col("prompt_tokens") > cfg.generate.max_prompt_tokens)
+    ok_units = units.filter(F.col("prompt_tokens") <= cfg.generate.max_prompt_tokens)
+    # units whose QA is already stored are not asked again (qa_id is deterministic)
+    part = F.col("item_index") if mode == "atomic" else F.lit(0)
+    have = (
+        tables.read("qa")
+        .filter(F.col("mode") == mode)
+        .select(h_col("batch_id", F.lit(mode), part.cast("string")).alias("unit_id"))
+        .distinct()
+    )
+    todo = ok_units.join(have, "unit_id", "left_anti")
+    counts = {f"{mode}_batches": batches.count(), f"{mode}_units": units.count()}
+    llm = LLMExecutor(ctx)
+    summary, outcomes = llm.converse(
+        todo.select(*UNIT_SCHEMA.fieldNames()),
+        make_program(cfg, mode),
+        OUTCOME_SCHEMA,
+        STAGE,
+        "unit_id",
+        calls_per_unit(mode),
+        f"{scratch.path}/outcomes-{mode}",
+    )
+    result = summary.to_result(prefix=f"{mode}_llm")
+    done = outcomes.join(
+        units.select("unit_id", "batch_id", "part", "language", "question_style"), "unit_id"
+    )
+    lineage = batches.select(
+        "batch_id",
+        "node_ids",
+        "edge_ids",
+        "chunk_ids",
+        "doc_ids",
+        "loss",
+        "difficulty",
+        "seed_rank",
+    )
+    items = (
+        done.filter("status = 'ok'")
+        .join(lineage, "batch_id")
+        .select("*", F.posexplode(F.from_json("items", ITEM_SCHEMA)).alias("idx", "it"))
+    )
+    item_index = F.when(F.lit(mode == "atomic"), F.col("part")).otherwise(F.col("idx"))
+    qa = items.select(
+        h_col(
+            "batch_id", F.lit(mode), item_index.cast("string"), F.lit(PROMPT_VERSION), F.lit(model)
+        ).alias("qa_id"),
+        F.lit(mode).alias("mode"),
+        item_index.cast("int").alias("item_index"),
+        F.col("it.question").alias("question"),
+        F.col("it.answer").alias("answer"),
+        F.col("it.options").alias("options"),
+        F.col("it.answers").alias("answers"),
+        F.col("it.reasoning_path").alias("reasoning_path"),
+        "language",
+        "batch_id",
+        "node_ids",
+        "edge_ids",
+        "chunk_ids",
+        "doc_ids",
+        "loss",
+        "difficulty",
+        F.col("question_style").alias("style"),
+        "request_id",
+        F.lit("ok").alias("status"),
+        F.array().cast("array<string>").alias("flags"),
+        F.lit(None).cast("string").alias("duplicate_of"),
+        F.lit(PROMPT_VERSION).alias("prompt_version"),
+        F.lit(model).alias("synthesizer_model"),
+        F.lit(ctx.run_id).alias("run_id"),
+    )
+    written = tables.merge("qa", qa)
+    dup = _flag_duplicates(ctx, mode)
+    quarantined = _quarantine(ctx, mode, done.filter("status <> 'ok'"), too_long)
+    result.counts.update(counts)
+    result.counts.update(
+        {
+            f"{mode}_qa_written": written.inserted,
+            f"{mode}_duplicates": dup,
+            f"{mode}_quarantined": quarantined,
+        }
+    )
+    ctx.log.info(
+        "generate %s: %d batches, %d units; %d QA written, %d duplicates flagged, %d quarantined",
+        mode,
+        counts[f"{mode}_batches"],
+        counts[f"{mode}_units"],
+        written.inserted,
+        dup,
+        quarantined,
+    )
+    return result
+
+
+def _flag_duplicates(ctx: StageContext, mode: str) -> int:
+    """Exact duplicates (normalised question) point at the best-ranked original (§7.4)."""
+    tables = ctx.tables
+    norm = F.udf(normalise_question)
+    qa = tables.read("qa").filter(F.col("mode") == mode)
+    ranks = tables.read("subgraphs").select("batch_id", "seed_rank")
+    keyed = qa.join(ranks, "batch_id", "left").withColumn("_k", norm("question"))
+    first = Window.partitionBy("_k").orderBy(
+        F.col("seed_rank").asc_nulls_last(), "item_index", "qa_id"
+    )
+    flagged = (
+        keyed.withColumn("_orig", F.first("qa_id").over(first))
+        .filter(F.col("_orig") != F.col("qa_id"))
+        .withColumn("duplicate_of", F.col("_orig"))
+        .withColumn("status", F.lit("duplicate"))
+        .withColumn("flags", F.array_union("flags", F.array(F.lit("duplicate"))))
+        .select(*SCHEMAS["qa"].fieldNames())
+    )
+    if ctx.cfg.generate.duplicates == "drop":
+        ids = [r["qa_id"] for r in flagged.select("qa_id").collect()]
+        if ids:
+            tables._delta("qa").delete(F.col("qa_id").isin(ids))
+        return len(ids)
+    res = tables.merge(
+        "qa",
+        flagged,
+        update_when="t.duplicate_of IS NULL",
+        update_set={"status": "s.status", "duplicate_of": "s.duplicate_of", "flags": "s.flags"},
+    )
+    return res.updated
+
+
+def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: DataFrame) -> int:
+    rows = invalid.select(
+        F.concat(F.lit("batch:"), "batch_id").alias("source"),
+        F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
+        F.lit(STAGE).alias("stage"),
+        "reason",
+        "detail",
+        F.lit(None).cast("string").alias("excerpt"),
+        F.lit(ctx.run_id).alias("run_id"),
+    ).union(
+        too_long.select(
+            F.concat(F.lit("batch:"), "batch_id").alias("source"),
+            F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
+            F.lit(STAGE).alias("stage"),
+            F.lit("prompt_too_long").alias("reason"),
+            F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")).alias("detail"),
+            F.substring("facts", 1, 200).alias("excerpt"),
+            F.lit(ctx.run_id).alias("run_id"),
+        )
+    )
+    update = {c: f"s.`{c}`" for c in SCHEMAS["quarantine"].fieldNames()}
+    res = ctx.tables.merge(
+        "quarantine", rows, update_when="t.reason <> s.reason", update_set=update
+    )
+    return res.inserted + res.updated

@@ -1,0 +1,242 @@
+"""Partition + generate on a small bilingual graph against the stand-in over real HTTP:
+every mode yields parsed QA with lineage back to chunks and documents; reruns are free."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from graphgen_spark.config import build_config
+from graphgen_spark.ids import h
+from graphgen_spark.language import han_share
+from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.prompts.generate import PROMPT_VERSION
+from graphgen_spark.stages.generate import normalise_question
+from graphgen_spark.standin import StandinOptions, StandinServer
+from graphgen_spark.tables import SCHEMAS, Tables
+
+MODES = [
+    "atomic",
+    "aggregated",
+    "multi_hop",
+    "cot",
+    "multiple_choice",
+    "multi_answer",
+    "fill_in_blank",
+    "true_false",
+]
+ENTITIES = [  # id, name, description(s), chunk
+    (
+        "curie",
+        "Marie Curie",
+        ["Physicist who studied radioactivity.", "Won two Nobel Prizes."],
+        "c1",
+    ),
+    ("radium", "Radium", ["A radioactive element discovered in 1898."], "c1"),
+    ("sorbonne", "Sorbonne", ["A university in Paris."], "c1"),
+    ("pierre", "Pierre Curie", ["Physicist and co-discoverer of radium."], "c1"),
+    ("tu", "屠呦呦", ["中国药学家，发现了青蒿素。"], "c2"),
+    ("qhs", "青蒿素", ["一种治疗疟疾的药物。"], "c2"),
+    ("academy", "中国中医科学院", ["位于北京的中医药研究机构。"], "c2"),
+]
+RELATIONS = [  # src, dst, description, loss
+    ("curie", "radium", "Marie Curie discovered radium together with Pierre Curie.", 1.2),
+    ("curie", "sorbonne", "Marie Curie taught at the Sorbonne.", 0.6),
+    ("curie", "pierre", "Marie Curie married Pierre Curie in 1895.", 0.9),
+    ("qhs", "tu", "屠呦呦从青蒿中提取出了青蒿素。", 1.5),
+    ("academy", "tu", "屠呦呦长期在中国中医科学院工作。", 0.4),
+]
+
+
+def write_graph(spark, tables: Tables) -> None:
+    docs = [
+        {**dict.fromkeys(SCHEMAS["documents"].fieldNames()), "doc_id": d, "text": t}
+        for d, t in [("d1", "about curie"), ("d2", "关于屠呦呦")]
+    ]
+    chunks = [
+        {
+            **dict.fromkeys(SCHEMAS["chunks"].fieldNames()),
+            "chunk_id": c,
+            "doc_id": d,
+            "text": t,
+            "language": lang,
+        }
+        for c, d, t, lang in [("c1", "d1", "about curie", "en"), ("c2", "d2", "关于屠呦呦", "zh")]
+    ]
+    doc_of = {"c1": "d1", "c2": "d2"}
+    ents = [
+        {
+            **dict.fromkeys(SCHEMAS["entities"].fieldNames()),
+            "entity_id": i,
+            "key": i,
+            "name": name,
+            "type": "concept",
+            "description": "\n".join(descs),
+            "descriptions": descs,
+            "summarised": False,
+            "n_tokens": 10,
+            "is_placeholder": False,
+            "chunk_ids": [c],
+            "doc_ids": [doc_of[c]],
+        }
+        for i, name, descs, c in ENTITIES
+    ]
+    names = {i: n for i, n, _, _ in ENTITIES}
+    chunk = {i: c for i, _, _, c in ENTITIES}
+    rels = [
+        {
+            **dict.fromkeys(SCHEMAS["relations"].fieldNames()),
+            "edge_id": f"{a}-{b}",
+            "src_id": a,
+            "dst_id": b,
+            "src_name": names[a],
+            "dst_name": names[b],
+            "description": d,
+            "descriptions": [d],
+            "summarised": False,
+            "n_tokens": 12,
+            "chunk_ids": [chunk[a]],
+            "doc_ids": [doc_of[chunk[a]]],
+        }
+        for a, b, d, _ in RELATIONS
+    ]
+    scores = [
+        {
+            **dict.fromkeys(SCHEMAS["gap_scores"].fieldNames()),
+            "element_id": f"{a}-{b}",
+            "element_kind": "relation",
+            "trainee_model": "trainee-a",
+            "loss": loss,
+            "status": "ok",
+        }
+        for a, b, _, loss in RELATIONS
+    ]
+    for name, rows in [
+        ("documents", docs),
+        ("chunks", chunks),
+        ("entities", ents),
+        ("relations", rels),
+        ("gap_scores", scores),
+    ]:
+        tables.merge(name, spark.createDataFrame(rows, SCHEMAS[name]))
+
+
+def make_cfg(url: str, **generate):
+    return build_config(
+        {
+            "llm": {
+                "synthesizer": {"base_url": url, "model": "standin"},
+                "trainee": {"model": "trainee-a"},
+                "concurrency_per_task": 4,
+                "backoff_min_s": 0.01,
+                "backoff_max_s": 0.05,
+            },
+            "generate": {"modes": MODES, "num_questions": 2, **generate},
+            "partition": {"unit": {"min_units": 2, "max_units": 4}, "community": {"max_size": 4}},
+        },
+        env=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def generated(spark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("generate_out")
+    tables = Tables(spark, out)
+    write_graph(spark, tables)
+    res: dict = {"tables": tables}
+    with StandinServer(StandinOptions(), announce=False) as server:
+        cfg = make_cfg(server.base_url)
+        res["cfg"] = cfg
+        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+        res["first_calls"] = server.stats()["requests_total"]
+        res["qa_version"] = tables.version("qa")
+        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+        res["rerun_calls"] = server.stats()["requests_total"] - res["first_calls"]
+    res["qa"] = [r.asDict() for r in tables.read("qa").collect()]
+    return res
+
+
+def test_every_mode_yields_parsed_qa(generated):
+    by_mode: dict[str, list[dict]] = {}
+    for r in generated["qa"]:
+        by_mode.setdefault(r["mode"], []).append(r)
+    assert set(by_mode) == set(MODES)
+    for mode, rows in by_mode.items():
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert ok, mode
+        for r in ok:
+            assert r["question"] and r["answer"], (mode, r)
+    for r in by_mode["multiple_choice"]:
+        assert set(r["options"]) == {"A", "B", "C", "D"} and r["answer"] in r["options"]
+    for r in by_mode["fill_in_blank"]:
+        assert r["question"].count("____") == len(r["answers"])
+    assert all(r["reasoning_path"] for r in by_mode["cot"])
+    assert {r["answer"] for r in by_mode["true_false"]} == {"true", "false"}
+
+
+def test_lineage_joins_back_to_chunks_and_documents(spark, generated):
+    tables = generated["tables"]
+    qa = tables.read("qa")
+    exploded = qa.select("qa_id", F.explode("chunk_ids").alias("chunk_id"))
+    joined = exploded.join(tables.read("chunks"), "chunk_id").join(
+        tables.read("documents").select("doc_id"), "doc_id"
+    )
+    assert joined.select("qa_id").distinct().count() == qa.count()
+    for r in generated["qa"]:
+        assert r["batch_id"] and r["request_id"] and r["node_ids"] is not None
+        assert set(r["doc_ids"]) <= {"d1", "d2"} and r["doc_ids"]
+        assert r["qa_id"] == h(r["batch_id"], r["mode"], r["item_index"], PROMPT_VERSION, "standin")
+    calls = tables.read("llm_calls").select("request_id")
+    assert qa.join(calls, "request_id", "left_anti").count() == 0
+
+
+def test_output_language_follows_the_source(generated):
+    for r in generated["qa"]:
+        if r["mode"] == "aggregated":
+            continue
+        text = r["question"] + r["answer"]
+        assert (han_share(text) >= 0.3) == (r["language"] == "zh"), r
+    assert {r["language"] for r in generated["qa"]} == {"en", "zh"}
+
+
+def test_atomic_splits_merged_descriptions_and_flags_exact_duplicates(generated):
+    atomic = [r for r in generated["qa"] if r["mode"] == "atomic"]
+    curie = [r for r in atomic if r["node_ids"] == ["curie"]]
+    assert sorted(r["item_index"] for r in curie) == [0, 1]
+    groups: dict[str, list[dict]] = {}
+    for r in atomic:
+        groups.setdefault(normalise_question(r["question"]), []).append(r)
+    assert any(len(g) > 1 for g in groups.values())
+    for g in groups.values():
+        originals = [r for r in g if r["status"] == "ok"]
+        assert len(originals) == 1
+        assert all(r["duplicate_of"] == originals[0]["qa_id"] for r in g if r is not originals[0])
+
+
+def test_rerun_makes_no_calls_and_writes_nothing(generated):
+    assert generated["first_calls"] > 0
+    assert generated["rerun_calls"] == 0
+    assert generated["tables"].version("qa") == generated["qa_version"]
+
+
+def test_caps_and_invalid_answers(spark, tmp_path):
+    out = tmp_path / "out"
+    tables = Tables(spark, out)
+    write_graph(spark, tables)
+    bad = {"match": "屠呦呦", "content": json.dumps({"items": []})}
+    script = tmp_path / "rules.json"
+    script.write_text(json.dumps({"rules": [bad]}), "utf-8")
+    with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        cfg = make_cfg(server.base_url, modes=["multiple_choice", "aggregated"], max_batches=1)
+        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+    qa = tables.read("qa")
+    per_batch = qa.groupBy("mode").agg(F.countDistinct("batch_id").alias("n")).collect()
+    assert all(r["n"] <= 1 for r in per_batch)
+    q = tables.read("quarantine").filter("stage = 'generate'").collect()
+    # the zh batch's choice answer has no items: quarantined with its reason, never dropped
+    assert all(r["reason"] in ("no_items", "language_mismatch") for r in q)
+    n_batches = tables.read("subgraphs").filter("method = 'ece/unit'").count()
+    mc_batches = qa.filter("mode = 'multiple_choice'").select("batch_id").distinct().count()
+    assert mc_batches + len(q) >= min(1, n_batches)
