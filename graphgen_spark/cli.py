@@ -35,6 +35,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     stages = select_stages(args.stages)
+    if args.dry_run:
+        from graphgen_spark.dryrun import render
+        from graphgen_spark.pipeline import dry_run
+
+        print(render(cfg, dry_run(cfg, args.input, args.output, stages, master=args.master)))
+        return 0
     run_id = run_pipeline(cfg, args.input, args.output, stages, master=args.master)
     print(f"run {run_id} finished: tables under {Path(args.output) / 'tables'}")
     return 0
@@ -162,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="output folder (tables/, export/, report/)")
     run.add_argument("--stages", help="comma-separated subset, e.g. ingest,chunk")
     run.add_argument("--master", help="override spark.master (spark-submit sets it itself)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run only the free stages and print what the LLM stages would cost",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the bundled sample corpus")

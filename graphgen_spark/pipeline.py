@@ -126,3 +126,24 @@ def run_pipeline(
         run["finished_at"] = _now()
         _write_run(tables, run)
     return run_id
+
+
+def dry_run(
+    cfg: Config,
+    input_path: str | None,
+    output_dir: str | Path,
+    stages: list[str] | None = None,
+    spark: SparkSession | None = None,
+    master: str | None = None,
+):
+    """Run the free stages of the selection, then estimate the LLM stages (nothing sent)."""
+    from graphgen_spark.dryrun import FREE_STAGES, estimate
+
+    stages = stages or list(STAGES)
+    spark = spark or build_session(cfg, master)
+    free = [s for s in stages if s in FREE_STAGES]
+    if free:
+        run_pipeline(cfg, input_path, output_dir, free, spark=spark)
+    tables = Tables(spark, output_dir, cfg.tables.catalog, cfg.tables.db_schema)
+    ctx = StageContext(spark, cfg, tables, "dry-run", str(input_path) if input_path else None, log)
+    return estimate(ctx, stages)

@@ -9,9 +9,10 @@ import pytest
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import build_config
+from graphgen_spark.dryrun import render
 from graphgen_spark.ids import h
 from graphgen_spark.language import han_share
-from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.pipeline import dry_run, run_pipeline
 from graphgen_spark.prompts.generate import PROMPT_VERSION
 from graphgen_spark.stages.generate import normalise_question
 from graphgen_spark.standin import StandinOptions, StandinServer
@@ -240,3 +241,26 @@ def test_caps_and_invalid_answers(spark, tmp_path):
     n_batches = tables.read("subgraphs").filter("method = 'ece/unit'").count()
     mc_batches = qa.filter("mode = 'multiple_choice'").select("batch_id").distinct().count()
     assert mc_batches + len(q) >= min(1, n_batches)
+
+
+def test_dry_run_counts_without_calling(spark, tmp_path):
+    out = tmp_path / "dry"
+    tables = Tables(spark, out)
+    write_graph(spark, tables)
+    cfg = make_cfg("http://127.0.0.1:9/v1")  # nothing listens there: any call would fail
+    est = {e.stage: e for e in dry_run(cfg, None, out, ["partition", "generate"], spark=spark)}
+    batches = {
+        r["method"]: r["count"]
+        for r in tables.read("subgraphs").groupBy("method").count().collect()
+    }
+    assert est["generate:atomic"].units == batches["unit"] + 1  # Marie Curie: 2 descriptions
+    assert est["generate:multiple_choice"].units == batches["ece/unit"]
+    agg = est["generate:aggregated"]
+    assert (agg.units, agg.min_requests, agg.max_requests) == (
+        batches["ece/edge_seed"],
+        2 * batches["ece/edge_seed"],
+        4 * batches["ece/edge_seed"],
+    )
+    assert agg.prompt_tokens > 0
+    assert tables.read("llm_calls").count() == 0 and not tables.exists("qa")
+    assert "nothing was sent" in render(cfg, list(est.values()))

@@ -37,5 +37,7 @@ def two_hop_paths(relations: DataFrame, entities: DataFrame, engine: str = "auto
         )
     s = symmetrised(relations)
     first = s.select(F.col("src").alias("a"), F.col("edge_id").alias("e1"), F.col("dst").alias("b"))
-    second = s.select(F.col("src").alias("b"), F.col("edge_id").alias("e2"), F.col("dst").alias("c"))
+    second = s.select(
+        F.col("src").alias("b"), F.col("edge_id").alias("e2"), F.col("dst").alias("c")
+    )
     return first.join(second, "b").filter("a != c").select("a", "e1", "b", "e2", "c")

@@ -196,6 +196,24 @@ def _capped(ctx: StageContext, batches: DataFrame, mode: str) -> DataFrame:
     return batches
 
 
+def mode_units(ctx: StageContext, mode: str, batches: DataFrame) -> DataFrame:
+    """UNIT_SCHEMA rows of the mode's (capped) batches."""
+    cols = ["batch_id", "ents", "rels", "difficulty"]
+    return batches.select(*cols).mapInPandas(_units_fn(ctx.cfg, mode), UNIT_SCHEMA)
+
+
+def pending_units(ctx: StageContext, mode: str, units: DataFrame) -> DataFrame:
+    """Units whose QA is not stored yet (qa_id is deterministic, so stored means done)."""
+    part = F.col("item_index") if mode == "atomic" else F.lit(0)
+    have = (
+        ctx.tables.read("qa")
+        .filter(F.col("mode") == mode)
+        .select(h_col("batch_id", F.lit(mode), part.cast("string")).alias("unit_id"))
+        .distinct()
+    )
+    return units.join(have, "unit_id", "left_anti")
+
+
 def _units_fn(cfg: Config, mode: str):
     """Rows of UNIT_SCHEMA: render each batch (atomic: one unit per merged description)."""
     styles = list(cfg.style.question_styles)
@@ -266,21 +284,10 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
     cfg, tables = ctx.cfg, ctx.tables
     model = cfg.llm.synthesizer.model or ""
     batches = scratch.materialise(mode_batches(ctx, mode))
-    cols = ["batch_id", "ents", "rels", "difficulty"]
-    units = scratch.materialise(
-        batches.select(*cols).mapInPandas(_units_fn(cfg, mode), UNIT_SCHEMA)
-    )
+    units = scratch.materialise(mode_units(ctx, mode, batches))
     too_long = units.filter(F.col("prompt_tokens") > cfg.generate.max_prompt_tokens)
     ok_units = units.filter(F.col("prompt_tokens") <= cfg.generate.max_prompt_tokens)
-    # units whose QA is already stored are not asked again (qa_id is deterministic)
-    part = F.col("item_index") if mode == "atomic" else F.lit(0)
-    have = (
-        tables.read("qa")
-        .filter(F.col("mode") == mode)
-        .select(h_col("batch_id", F.lit(mode), part.cast("string")).alias("unit_id"))
-        .distinct()
-    )
-    todo = ok_units.join(have, "unit_id", "left_anti")
+    todo = pending_units(ctx, mode, ok_units)
     counts = {f"{mode}_batches": batches.count(), f"{mode}_units": units.count()}
     llm = LLMExecutor(ctx)
     summary, outcomes = llm.converse(
