@@ -125,7 +125,21 @@ def run_pipeline(
     finally:
         run["finished_at"] = _now()
         _write_run(tables, run)
+        _report(cfg, tables, run_id)
     return run_id
+
+
+def _report(cfg: Config, tables: Tables, run_id: str) -> None:
+    """The HTML report of a run (local output folders); it never masks the run's own error."""
+    if ":" in str(tables.output_dir).split("/", 1)[0]:
+        log.info("report: %s is not a local folder; skipped", tables.output_dir)
+        return
+    try:
+        from graphgen_spark.report.index import write_report
+
+        log.info("report: %s", write_report(cfg, tables, run_id))
+    except Exception as exc:  # noqa: BLE001 - reporting is best effort after the run
+        log.warning("report: not written (%s: %s)", type(exc).__name__, exc)
 
 
 def dry_run(

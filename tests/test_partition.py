@@ -15,6 +15,7 @@ from graphgen_spark.ids import rr
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.engine import run_method
 from graphgen_spark.partition.graph import Edge, Graph, Node
+from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.stages import partition as stage
 from graphgen_spark.stages.base import StageContext
@@ -267,3 +268,14 @@ def test_triple_and_quintuple_against_brute_force(spark, tables):
         assert (v1, e1, u, e2, v2) in paths
         used += [e1, e2]
     assert len(used) == len(set(used))  # every relation in at most one quintuple
+
+
+def test_report_says_when_gap_scoring_is_off(spark, tmp_path):
+    tables = Tables(spark, tmp_path / "out")
+    write_graph(spark, tables)
+    data = make_cfg(generate={"modes": ["aggregated"]}).model_dump(mode="json", by_alias=True)
+    off = build_config({**data, "gap_scoring": False}, env=False)
+    run_pipeline(off, None, tmp_path / "out", ["partition"], spark=spark)
+    page = (tmp_path / "out" / "report" / "index.html").read_text("utf-8")
+    assert "Gap scoring was <b>off</b>" in page and "<b>random</b>" in page
+    assert "ece/edge_seed" in page  # the batches table names the method
