@@ -104,7 +104,7 @@ def _judge(ctx: StageContext) -> Estimate:
 
 def _generate(ctx: StageContext) -> list[Estimate]:
     from graphgen_spark.generate.programs import calls_per_unit
-    from graphgen_spark.stages.generate import mode_batches, mode_units, pending_units
+    from graphgen_spark.stages.generate import mode_batches, mode_units, n_items, pending_units
 
     out = []
     for mode in ctx.cfg.generate.modes:
@@ -112,7 +112,8 @@ def _generate(ctx: StageContext) -> list[Estimate]:
         row = todo.agg(F.count("*").alias("n"), F.sum("prompt_tokens").alias("tok")).first()
         n, tok = int(row["n"] or 0), int(row["tok"] or 0)
         steps = 2 if mode in ("aggregated", "cot") else 1
-        most = calls_per_unit(mode)
+        checks = n_items(ctx.cfg, mode) if ctx.cfg.generate.qa_check else 0
+        most = calls_per_unit(mode, checks)
         out.append(
             Estimate(
                 f"generate:{mode}",
@@ -121,7 +122,8 @@ def _generate(ctx: StageContext) -> list[Estimate]:
                 n * most,
                 tok * steps,
                 n * most * ctx.cfg.generate.max_tokens,
-                f"{steps} call(s) per batch, at most {most} with language retries",
+                f"{steps} call(s) per batch, at most {most} with language retries"
+                + (" and answer checks" if checks else ""),
             )
         )
     return out

@@ -264,3 +264,25 @@ def test_dry_run_counts_without_calling(spark, tmp_path):
     assert agg.prompt_tokens > 0
     assert tables.read("llm_calls").count() == 0 and not tables.exists("qa")
     assert "nothing was sent" in render(cfg, list(est.values()))
+
+
+def test_qa_check_marks_unsupported_answers(spark, tmp_path):
+    out = tmp_path / "out"
+    tables = Tables(spark, out)
+    write_graph(spark, tables)
+    veto = {
+        "match": "Question: What is known about Radium?",
+        "content": json.dumps({"supported": False, "reason": "adds a fact"}),
+    }
+    script = tmp_path / "rules.json"
+    script.write_text(json.dumps({"rules": [veto]}), "utf-8")
+    with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        cfg = make_cfg(server.base_url, modes=["atomic"], qa_check=True)
+        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+    rows = [r.asDict() for r in tables.read("qa").collect()]
+    radium = [r for r in rows if r["node_ids"] == ["radium"]]
+    assert [(r["status"], r["flags"]) for r in radium] == [("unsupported", ["unsupported"])]
+    others = [r for r in rows if r["node_ids"] != ["radium"] and r["status"] != "duplicate"]
+    assert others and all(r["status"] == "ok" and r["flags"] == [] for r in others)
+    checks = tables.read("llm_calls").filter(F.col("response_model").contains("QACheck")).count()
+    assert checks == len(rows)  # one check per item, through the request table

@@ -17,7 +17,11 @@ from graphgen_spark.generate import schemas as S
 from graphgen_spark.generate import validate as V
 from graphgen_spark.llm.executor import Ask, Program
 from graphgen_spark.llm.requests import request_row
-from graphgen_spark.prompts.generate import generate_messages, language_retry_message
+from graphgen_spark.prompts.generate import (
+    generate_messages,
+    language_retry_message,
+    qa_check_messages,
+)
 
 STAGE = "generate"
 
@@ -93,6 +97,9 @@ def make_program(cfg: Config, mode: str) -> Program:
 
         try:
             items = await _generate(mode, row, ask, ids, msgs, step, lang)
+            if gen.qa_check:
+                for it in items:
+                    await _check(it, row, ask, request)
             status, reason, detail = "ok", None, None
         except _StepFailed as failed:
             items, status, reason, detail = [], "invalid", failed.reason, failed.detail
@@ -108,6 +115,19 @@ def make_program(cfg: Config, mode: str) -> Program:
         }
 
     return run
+
+
+async def _check(it: dict, row: dict, ask: Ask, request) -> None:
+    """Mark an item supported or not by the facts; a failed check leaves it unchecked."""
+    msgs = qa_check_messages(row["facts"], it["question"], it["answer"], row["language"])
+    answer = await ask(request(msgs, S.QACheck))
+    it["check_request_id"] = answer.request_id
+    try:
+        verdict = S.QACheck.model_validate_json(answer.parsed) if answer.ok else None
+    except Exception:  # an unreadable verdict is no verdict
+        verdict = None
+    it["supported"] = None if verdict is None else verdict.supported
+    it["check_reason"] = None if verdict is None else verdict.reason
 
 
 async def _generate(mode, row, ask, ids, msgs, step, lang) -> list[dict]:
@@ -147,6 +167,7 @@ async def _generate(mode, row, ask, ids, msgs, step, lang) -> list[dict]:
     return items[: int(row["n_items"])]
 
 
-def calls_per_unit(mode: str) -> int:
-    """The most calls one unit can take (two steps, each with one language retry)."""
-    return 4 if mode in ("aggregated", "cot") else 2
+def calls_per_unit(mode: str, checks: int = 0) -> int:
+    """The most calls one unit can take (two steps, each with one language retry; plus one
+    answer check per item when ``generate.qa_check`` is on)."""
+    return (4 if mode in ("aggregated", "cot") else 2) + checks

@@ -80,3 +80,8 @@ class TrueFalseItem(BaseModel):
 
 class TrueFalseItems(BaseModel):
     items: list[TrueFalseItem]
+
+
+class QACheck(BaseModel):
+    supported: bool
+    reason: str

@@ -125,3 +125,13 @@ def language_retry_message(language: str) -> dict[str, str]:
         "content": f"Your answer was not in {LANGUAGE_NAME[language]}. Write it again, "
         f"entirely in {LANGUAGE_NAME[language]}, same JSON shape.",
     }
+
+
+def qa_check_messages(facts: str, question: str, answer: str, language: str) -> list[dict]:
+    """Ask whether an answer is supported by the batch's facts alone (§8.5 qa_check)."""
+    content = (
+        "Is the answer below fully supported by the numbered facts, with nothing added that "
+        "they do not state? Reply with JSON {supported, reason}; reason is one short sentence "
+        f"in {LANGUAGE_NAME[language]}.\nQuestion: {question}\nAnswer: {answer}\n" + fenced(facts)
+    )
+    return [{"role": "user", "content": content}]

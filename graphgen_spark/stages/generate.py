@@ -58,7 +58,7 @@ OUTCOME_SCHEMA = T.StructType(
 )
 ITEM_SCHEMA = (
     "array<struct<question:string,answer:string,options:map<string,string>,"
-    "answers:array<string>,reasoning_path:string>>"
+    "answers:array<string>,reasoning_path:string,supported:boolean,check_reason:string>>"
 )
 
 
@@ -296,7 +296,7 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
         OUTCOME_SCHEMA,
         STAGE,
         "unit_id",
-        calls_per_unit(mode),
+        calls_per_unit(mode, n_items(cfg, mode) if cfg.generate.qa_check else 0),
         f"{scratch.path}/outcomes-{mode}",
     )
     result = summary.to_result(prefix=f"{mode}_llm")
@@ -340,8 +340,16 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
         "difficulty",
         F.col("question_style").alias("style"),
         "request_id",
-        F.lit("ok").alias("status"),
-        F.array().cast("array<string>").alias("flags"),
+        F.when(F.col("it.supported") == F.lit(False), "unsupported")
+        .otherwise("ok")
+        .alias("status"),
+        F.when(F.col("it.supported") == F.lit(False), F.array(F.lit("unsupported")))
+        .when(
+            F.lit(cfg.generate.qa_check) & F.col("it.supported").isNull(),
+            F.array(F.lit("unchecked")),
+        )
+        .otherwise(F.array().cast("array<string>"))
+        .alias("flags"),
         F.lit(None).cast("string").alias("duplicate_of"),
         F.lit(PROMPT_VERSION).alias("prompt_version"),
         F.lit(model).alias("synthesizer_model"),

@@ -193,3 +193,17 @@ def true_false(schema: dict[str, Any], req: ChatRequest) -> Any:
                 }
             )
     return {"items": items}
+
+
+@register_handler("qacheck")
+def qa_check(schema: dict[str, Any], req: ChatRequest) -> Any:
+    """Supported when most of the answer's words (Han characters for Chinese) are in the facts."""
+    m = re.search(r"Answer: (.*)", req.prompt)
+    answer = m.group(1) if m else ""
+    facts = _fenced(req).casefold()
+    words = (
+        re.findall(r"\w", answer) if main_language(answer) == "zh" else re.findall(r"\w+", answer)
+    )
+    found = sum(1 for w in words if w.casefold() in facts)
+    ok = bool(words) and found / len(words) >= 0.6
+    return {"supported": ok, "reason": "stated in the facts" if ok else "not in the facts"}
