@@ -27,3 +27,22 @@ def delete(spark: SparkSession, path: str) -> None:
     jpath, fs = _fs(spark, path)
     if fs.exists(jpath):
         fs.delete(jpath, True)
+
+
+def move_single_file(spark: SparkSession, src_dir: str, dest: str) -> None:
+    """Move the one data file Spark wrote into ``src_dir`` to ``dest`` (replacing it), then
+    remove ``src_dir``: how a ``coalesce(1)`` write becomes a named file on any filesystem."""
+    src, fs = _fs(spark, src_dir)
+    parts = [
+        s.getPath()
+        for s in fs.listStatus(src)
+        if s.isFile() and not s.getPath().getName().startswith(("_", "."))
+    ]
+    if len(parts) != 1:
+        raise RuntimeError(f"expected one data file in {src_dir}, found {len(parts)}")
+    target, _ = _fs(spark, dest)
+    if fs.exists(target):
+        fs.delete(target, False)
+    if not fs.rename(parts[0], target):
+        raise OSError(f"could not move {parts[0].toString()} to {dest}")
+    fs.delete(src, True)
