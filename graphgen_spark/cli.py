@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from graphgen_spark.config import ROOT, ConfigError, load_config
+from graphgen_spark.config import MODES, ROOT, ConfigError, load_config
 
 log = logging.getLogger("graphgen_spark")
 
@@ -88,6 +88,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             for role in ("SYNTHESIZER", "TRAINEE"):
                 os.environ.setdefault(f"{role}_BASE_URL", url)
         cfg = load_config(args.config)
+        # the demo shows every mode and format; a user's run takes them from the config
+        every = cfg.generate.model_copy(update={"modes": list(MODES)})
+        formats = cfg.export.model_copy(update={"formats": ["alpaca", "sharegpt", "chatml"]})
+        cfg = cfg.model_copy(update={"generate": every, "export": formats})
         run_pipeline(cfg, args.input, args.output)
     return cmd_status(args)
 
@@ -122,6 +126,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         calls = tables.read("llm_calls").groupBy("stage", "status").count().collect()
         for r in sorted(calls, key=lambda r: (r["stage"], r["status"])):
             print(f"  llm_calls[{r['stage']}/{r['status']}]: {r['count']}")
+    if tables.exists("qa"):
+        qa = tables.read("qa").groupBy("mode", "status").count().collect()
+        for r in sorted(qa, key=lambda r: (r["mode"], r["status"])):
+            print(f"  qa[{r['mode']}/{r['status']}]: {r['count']}")
+    if tables.exists("qa_metrics"):
+        from graphgen_spark.stages.evaluate import format_metrics
+
+        print(format_metrics(tables.read("qa_metrics").collect()))
+    out = Path(args.output)
+    for folder in ("export", "report"):
+        files = sorted((out / folder).glob("*")) if (out / folder).is_dir() else []
+        if files:
+            print(f"\n{folder}/ ({out / folder})")
+            for f in files:
+                print(f"  {f.name:<40} {f.stat().st_size:>10} bytes")
     return 0
 
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -192,17 +192,6 @@ class ECEConfig(_Section):
     )
 
 
-METHODS = ("ece", "bfs", "dfs", "anchor_bfs", "triple", "quintuple", "community", "unit")
-MODES = (
-    "atomic",
-    "aggregated",
-    "multi_hop",
-    "cot",
-    "multiple_choice",
-    "multi_answer",
-    "fill_in_blank",
-    "true_false",
-)
 Method = Literal["ece", "bfs", "dfs", "anchor_bfs", "triple", "quintuple", "community", "unit"]
 Mode = Literal[
     "atomic",
@@ -214,6 +203,8 @@ Mode = Literal[
     "fill_in_blank",
     "true_false",
 ]
+METHODS: tuple[str, ...] = get_args(Method)
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 class UnitPartitionConfig(_Section):

@@ -122,8 +122,9 @@ def main() -> int:
             + (
                 "  Delta tables cannot work without it."
                 if required
-                else "  The graph stages (GraphFrames) will stop with a clear error until the jar "
-                "is available: run on a machine that reaches Maven Central, or copy "
+                else "  Connected components and motif queries fall back to DataFrame joins "
+                "(engine 'dataframe' in graph_stats) until the jar is available: run on a "
+                "machine that reaches Maven Central, or copy "
                 f"{r.coordinate.split(':')[1]}-{r.coordinate.split(':')[2]}.jar into "
                 f"{cache_dir() / 'extra'}/."
             ),

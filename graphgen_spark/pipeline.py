@@ -33,6 +33,8 @@ STAGES: tuple[str, ...] = (
     "judge",
     "partition",
     "generate",
+    "export",
+    "evaluate",
 )
 
 log = logging.getLogger("graphgen_spark")

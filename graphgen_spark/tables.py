@@ -477,6 +477,16 @@ class Tables:
         # a MERGE that changes nothing commits no version: then there is nothing to report
         return self.last_merge(name) if self.version(name) > before else MergeResult()
 
+    def delete_keys(self, name: str, keys: DataFrame) -> int:
+        """Delete the rows whose key is in ``keys``; returns how many."""
+        if not self.exists(name):
+            return 0
+        cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in KEYS[name])
+        before = self.version(name)
+        src = keys.select(*KEYS[name]).distinct()
+        self._delta(name).alias("t").merge(src.alias("s"), cond).whenMatchedDelete().execute()
+        return self.last_merge(name).deleted if self.version(name) > before else 0
+
     def _would_change(
         self, name: str, df: DataFrame, update_when: str | None, delete_where: str
     ) -> bool:

@@ -8,7 +8,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from graphgen_spark.config import build_config
+from graphgen_spark.config import MODES, build_config
 from graphgen_spark.dryrun import render
 from graphgen_spark.ids import h
 from graphgen_spark.language import han_share
@@ -18,16 +18,6 @@ from graphgen_spark.stages.generate import normalise_question
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import SCHEMAS, Tables
 
-MODES = [
-    "atomic",
-    "aggregated",
-    "multi_hop",
-    "cot",
-    "multiple_choice",
-    "multi_answer",
-    "fill_in_blank",
-    "true_false",
-]
 ENTITIES = [  # id, name, description(s), chunk
     (
         "curie",
@@ -135,6 +125,7 @@ def make_cfg(url: str, **generate):
                 "backoff_max_s": 0.05,
             },
             "generate": {"modes": MODES, "num_questions": 2, **generate},
+            "export": {"formats": ["alpaca", "sharegpt", "chatml"], "include_metadata": True},
             "partition": {"unit": {"min_units": 2, "max_units": 4}, "community": {"max_size": 4}},
         },
         env=False,
@@ -150,12 +141,15 @@ def generated(spark, tmp_path_factory):
     with StandinServer(StandinOptions(), announce=False) as server:
         cfg = make_cfg(server.base_url)
         res["cfg"] = cfg
-        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+        stages = ["partition", "generate", "export", "evaluate"]
+        run_pipeline(cfg, None, out, stages, spark=spark)
         res["first_calls"] = server.stats()["requests_total"]
         res["qa_version"] = tables.version("qa")
-        run_pipeline(cfg, None, out, ["partition", "generate"], spark=spark)
+        res["files"] = {p.name: p.read_bytes() for p in (out / "export").glob("*.jsonl")}
+        run_pipeline(cfg, None, out, stages, spark=spark)
         res["rerun_calls"] = server.stats()["requests_total"] - res["first_calls"]
     res["qa"] = [r.asDict() for r in tables.read("qa").collect()]
+    res["files_after_rerun"] = {p.name: p.read_bytes() for p in (out / "export").glob("*.jsonl")}
     return res
 
 
@@ -286,3 +280,23 @@ def test_qa_check_marks_unsupported_answers(spark, tmp_path):
     assert others and all(r["status"] == "ok" and r["flags"] == [] for r in others)
     checks = tables.read("llm_calls").filter(F.col("response_model").contains("QACheck")).count()
     assert checks == len(rows)  # one check per item, through the request table
+
+
+def test_every_mode_exported_in_three_formats_with_lineage(generated):
+    tables, files = generated["tables"], generated["files"]
+    ok = {r["qa_id"]: r for r in generated["qa"] if r["status"] == "ok"}
+    chunk_doc = {r["chunk_id"]: r["doc_id"] for r in tables.read("chunks").collect()}
+    for mode in MODES:
+        for fmt in ("alpaca", "sharegpt", "chatml"):
+            lines = files[f"{mode}.{fmt}.jsonl"].decode("utf-8").splitlines()
+            objs = [json.loads(line) for line in lines]
+            ids = [o["meta"]["qa_id"] for o in objs]
+            assert sorted(ids) == sorted(q for q, r in ok.items() if r["mode"] == mode)
+            for o in objs:
+                row = ok[o["meta"]["qa_id"]]
+                assert set(row["doc_ids"]) == {chunk_doc[c] for c in row["chunk_ids"]}
+                assert o["meta"]["doc_ids"] == row["doc_ids"]
+    assert generated["files_after_rerun"] == files  # byte-identical on rerun
+    metrics = {r["mode"]: r for r in tables.read("qa_metrics").collect()}
+    assert set(metrics) == set(MODES)
+    assert all(m["n"] > 0 and m["length_mean"] > 0 for m in metrics.values())

@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from graphgen_spark.config import Config
+from graphgen_spark.evaluate.near_dup import near_duplicate_clusters
 from graphgen_spark.generate.programs import STAGE, calls_per_unit, make_program
 from graphgen_spark.ids import h, h_col, rr
 from graphgen_spark.language import main_language
@@ -275,6 +276,8 @@ def run(ctx: StageContext) -> StageResult:
     try:
         for mode in ctx.cfg.generate.modes:
             result.add(_generate_mode(ctx, mode, scratch))
+        if ctx.tables.exists("qa"):
+            result.counts["duplicates_flagged"] = _flag_duplicates(ctx, ctx.cfg.generate.modes)
     finally:
         scratch.cleanup()
     return result
@@ -356,55 +359,80 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
         F.lit(ctx.run_id).alias("run_id"),
     )
     written = tables.merge("qa", qa)
-    dup = _flag_duplicates(ctx, mode)
     quarantined = _quarantine(ctx, mode, done.filter("status <> 'ok'"), too_long)
     result.counts.update(counts)
     result.counts.update(
         {
             f"{mode}_qa_written": written.inserted,
-            f"{mode}_duplicates": dup,
             f"{mode}_quarantined": quarantined,
         }
     )
     ctx.log.info(
-        "generate %s: %d batches, %d units; %d QA written, %d duplicates flagged, %d quarantined",
+        "generate %s: %d batches, %d units; %d QA written, %d quarantined",
         mode,
         counts[f"{mode}_batches"],
         counts[f"{mode}_units"],
         written.inserted,
-        dup,
         quarantined,
     )
     return result
 
 
-def _flag_duplicates(ctx: StageContext, mode: str) -> int:
-    """Exact duplicates (normalised question) point at the best-ranked original (§7.4)."""
+def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
+    """Exact duplicates (normalised question) and near-duplicates (MinHash LSH over question
+    and answer, §8.4) within a mode point at the best-ranked original of their group (§7.4).
+    One pass over every mode at the end of the stage: LSH has a fixed cost per call."""
     tables = ctx.tables
+    nd = ctx.cfg.eval.near_dup
     norm = F.udf(normalise_question)
-    qa = tables.read("qa").filter(F.col("mode") == mode)
+    kinds = ("ok", "duplicate", "near_duplicate")
+    qa = tables.read("qa").filter(F.col("mode").isin(*modes) & F.col("status").isin(*kinds))
     ranks = tables.read("subgraphs").select("batch_id", "seed_rank")
+    order = [F.col("seed_rank").asc_nulls_last(), "item_index", "qa_id"]
     keyed = qa.join(ranks, "batch_id", "left").withColumn("_k", norm("question"))
-    first = Window.partitionBy("_k").orderBy(
-        F.col("seed_rank").asc_nulls_last(), "item_index", "qa_id"
+    keyed = keyed.withColumn(
+        "_orig", F.first("qa_id").over(Window.partitionBy("mode", "_k").orderBy(*order))
+    ).localCheckpoint()
+    exact = keyed.filter(F.col("_orig") != F.col("qa_id")).select(
+        "qa_id", F.col("_orig").alias("original"), F.lit("duplicate").alias("kind")
     )
+    originals = keyed.filter(F.col("_orig") == F.col("qa_id")).withColumn(
+        "_text", F.concat_ws(" ", "question", "answer")
+    )
+    clusters = near_duplicate_clusters(
+        originals.select("qa_id", "_text", "language", "mode"),
+        "qa_id",
+        "_text",
+        "language",
+        shingle=nd.shingle,
+        permutations=nd.permutations,
+        jaccard=nd.jaccard,
+        group_col="mode",
+        seed=ctx.cfg.run.seed,
+    )
+    near = (
+        originals.join(clusters, "qa_id")
+        .withColumn(
+            "original",
+            F.first("qa_id").over(Window.partitionBy("mode", "cluster_id").orderBy(*order)),
+        )
+        .filter(F.col("original") != F.col("qa_id"))
+        .select("qa_id", "original", F.lit("near_duplicate").alias("kind"))
+    )
+    marks = exact.union(near)
+    if ctx.cfg.generate.duplicates == "drop":
+        return tables.delete_keys("qa", marks.select("qa_id"))
     flagged = (
-        keyed.withColumn("_orig", F.first("qa_id").over(first))
-        .filter(F.col("_orig") != F.col("qa_id"))
-        .withColumn("duplicate_of", F.col("_orig"))
-        .withColumn("status", F.lit("duplicate"))
-        .withColumn("flags", F.array_union("flags", F.array(F.lit("duplicate"))))
+        qa.join(marks, "qa_id")
+        .withColumn("duplicate_of", F.col("original"))
+        .withColumn("status", F.col("kind"))
+        .withColumn("flags", F.array_union("flags", F.array("kind")))
         .select(*SCHEMAS["qa"].fieldNames())
     )
-    if ctx.cfg.generate.duplicates == "drop":
-        ids = [r["qa_id"] for r in flagged.select("qa_id").collect()]
-        if ids:
-            tables._delta("qa").delete(F.col("qa_id").isin(ids))
-        return len(ids)
     res = tables.merge(
         "qa",
         flagged,
-        update_when="t.duplicate_of IS NULL",
+        update_when="NOT (t.duplicate_of <=> s.duplicate_of)",
         update_set={"status": "s.status", "duplicate_of": "s.duplicate_of", "flags": "s.flags"},
     )
     return res.updated
