@@ -19,7 +19,7 @@ import time
 
 from bench import ROOT, install_sigterm_exit, read_result
 
-BENCHMARKS = ("extract_throughput", "judge_throughput", "merge_scale")
+BENCHMARKS = ("extract_throughput", "judge_throughput", "merge_scale", "partition_scale")
 
 
 def _run_one(name: str, extra: list[str]) -> int:
