@@ -34,6 +34,7 @@ def test_delta_round_trip_through_the_session(spark, tables):
         "0.0 as cost",
         "'run' as run_id",
         "current_timestamp() as updated_at",
+        "null as conversation",
     )
     assert tables.merge("llm_calls", full).inserted == 1
     assert tables.merge("llm_calls", full).inserted == 0  # keyed MERGE: a rerun adds nothing
