@@ -490,6 +490,8 @@ class LLMExecutor:
                 .coalesce(slots)
                 .mapInPandas(_partition_runner(spec, program, key, columns, acc), schema=schema)
                 .write.mode("overwrite")
+                # prompts are long and unique: dictionary pages only cost the JVM CPU
+                .option("parquet.enable.dictionary", "false")
                 .parquet(path)
             )
 

@@ -9,9 +9,11 @@ accepts plain text for one-string-field models (method.md §1.1).
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -31,6 +33,7 @@ def model_path(model: type[BaseModel]) -> str:
     return f"{model.__module__}:{model.__qualname__}"
 
 
+@functools.lru_cache(maxsize=256)
 def load_model(path: str) -> type[BaseModel]:
     module, _, name = path.partition(":")
     obj: Any = importlib.import_module(module)
@@ -61,8 +64,13 @@ def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+@functools.lru_cache(maxsize=256)
 def response_format(model: type[BaseModel]) -> dict[str, Any]:
-    """The ``response_format`` argument for a pydantic model (strict json_schema)."""
+    """The ``response_format`` argument for a pydantic model (strict json_schema).
+
+    Cached: pydantic builds the schema anew on every call, and a conversation turn would
+    pay for it each time (about a tenth of an executor's CPU). Callers must not mutate it.
+    """
     schema = _strict(copy.deepcopy(model.model_json_schema()))
     name = re.sub(r"[^a-zA-Z0-9_-]", "_", model.__name__.lower())[:64]
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
@@ -114,20 +122,22 @@ def _escape_raw_newlines(text: str) -> str:
     return "".join(out)
 
 
-def _candidates(text: str) -> list[str]:
-    text = _THINK.sub("", text).strip()
-    fenced = _FENCE.findall(text)
-    bases = [f.strip() for f in fenced] + [text]
-    out: list[str] = []
+def _candidates(text: str) -> Iterator[str]:
+    """The text itself first, then the repairs, each once; lazy, because the first
+    candidate is almost always valid JSON and the repairs scan the text character by
+    character."""
+    seen = {text}
+    yield text
+    stripped = _THINK.sub("", text).strip()
+    bases = [f.strip() for f in _FENCE.findall(stripped)] + [stripped]
     for base in bases:
-        span = _balanced_span(base)
-        for cand in (base, span):
-            if cand:
-                out.append(cand)
-                repaired = _escape_raw_newlines(_TRAILING_COMMA.sub(r"\1", cand))
-                if repaired != cand:
-                    out.append(repaired)
-    return list(dict.fromkeys(out))
+        for cand in (base, _balanced_span(base)):
+            if not cand:
+                continue
+            for c in (cand, _escape_raw_newlines(_TRAILING_COMMA.sub(r"\1", cand))):
+                if c not in seen:
+                    seen.add(c)
+                    yield c
 
 
 def parse_output(content: str | None, model: type[BaseModel]) -> BaseModel:
