@@ -9,6 +9,7 @@ CPU meter, the local Spark settings and the stand-in endpoint as a child process
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,47 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def add_run_args(p: argparse.ArgumentParser, shuffle_partitions: int, driver_memory: str) -> None:
+    """The options every benchmark takes: its Spark, its work directory, where results go."""
+    p.add_argument("--master", default="local[2]")
+    p.add_argument("--shuffle-partitions", type=int, default=shuffle_partitions)
+    p.add_argument("--driver-memory", default=driver_memory)
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
+    p.add_argument("--json", default=None, help="also write the result to this path")
+
+
+def finish(
+    name: str,
+    res: dict[str, Any],
+    args: argparse.Namespace,
+    summary_lines: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """Record a benchmark's result (``bench/results/<name>.json`` unless ``--no-write``, and
+    ``--json PATH``) and print its summary lines."""
+    if not args.no_write:
+        logging.getLogger(f"bench.{name}").info("wrote %s", write_result(name, res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print("\n".join(summary_lines(res)))
+
+
+def run_benchmark(
+    name: str,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    summary_lines: Callable[[dict[str, Any]], list[str]],
+) -> dict[str, Any]:
+    """A benchmark's ``main``: logging, SIGTERM as SystemExit, a loopback-only JVM, then
+    ``run(args)``, its result recorded and summarised (:func:`finish`)."""
+    setup_logging()
+    install_sigterm_exit()
+    local_only_env()
+    res = run(args)
+    finish(name, res, args, summary_lines)
+    return res
 
 
 def read_result(name: str) -> dict[str, Any] | None:

@@ -24,27 +24,23 @@ the Spark jobs by call site and CPU by process.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from bench import (
     LOCAL_SPARK_CONF,
     CpuMeter,
+    add_run_args,
     callsite,
-    install_sigterm_exit,
-    local_only_env,
     machine_facts,
-    setup_logging,
+    run_benchmark,
     spark_jobs,
     union_seconds,
     work_directory,
-    write_result,
 )
 
 NAME = "merge_scale"
@@ -241,13 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=150_000, help="entity name space")
     p.add_argument("--dangling", type=float, default=0.02, help="share of dangling relations")
     p.add_argument("--min-mentions", type=int, default=1_000_000)
-    p.add_argument("--master", default="local[2]")
-    p.add_argument("--shuffle-partitions", type=int, default=8)
-    p.add_argument("--driver-memory", default="6g")
+    add_run_args(p, shuffle_partitions=8, driver_memory="6g")
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
-    p.add_argument("--json", default=None, help="also write the result to this path")
     return p.parse_args(argv)
 
 
@@ -401,16 +392,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    install_sigterm_exit()
-    local_only_env()
     args = parse_args(argv)
-    res = run(args)
-    if not args.no_write:
-        log.info("wrote %s", write_result(NAME, res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print("\n".join(summary_lines(res)))
+    run_benchmark(NAME, args, run, summary_lines)
     return 0
 
 

@@ -58,15 +58,14 @@ from bench import (
     CpuMeter,
     _die_with_parent,
     _machine_cpu,
+    add_run_args,
     callsite,
-    install_sigterm_exit,
     local_only_env,
     machine_facts,
-    setup_logging,
+    run_benchmark,
     spark_jobs,
     union_seconds,
     work_directory,
-    write_result,
 )
 
 NAME = "partition_scale"
@@ -769,13 +768,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.02,
         help="many: largest component size as a share of the edges",
     )
-    p.add_argument("--master", default="local[2]")
-    p.add_argument("--shuffle-partitions", type=int, default=8)
-    p.add_argument("--driver-memory", default="6g")
+    add_run_args(p, shuffle_partitions=8, driver_memory="6g")
     p.add_argument("--sample-interval", type=float, default=0.25, help="RSS sampling (s)")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
-    p.add_argument("--json", default=None, help="also write the result to this path")
     # internal: the measured child processes
     p.add_argument("--child", choices=("reference", "spark"), help=argparse.SUPPRESS)
     p.add_argument("--child-graph", help=argparse.SUPPRESS)
@@ -977,15 +971,7 @@ def main(argv: list[str] | None = None) -> int:
             local_only_env()
             child_spark(Path(args.child_graph), Path(args.child_warmup), out, args)
         return 0
-    setup_logging()
-    install_sigterm_exit()
-    local_only_env()
-    res = run(args)
-    if not args.no_write:
-        log.info("wrote %s", write_result(NAME, res))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print("\n".join(summary_lines(res)))
+    res = run_benchmark(NAME, args, run, summary_lines)
     if res["failures"]:
         print(f"FAILED: batches differ for {', '.join(res['failures'])}", file=sys.stderr)
         return 1
