@@ -33,6 +33,8 @@ from graphgen_spark.stages.partition import config_hash, method_for
 from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
 
+# what every QA row carries from its batch (method §1 rule 3)
+LINEAGE = ("node_ids", "edge_ids", "chunk_ids", "doc_ids", "loss", "difficulty")
 ITEM_MODES = ("multiple_choice", "multi_answer", "fill_in_blank", "true_false")
 UNIT_SCHEMA = T.StructType(
     [
@@ -306,16 +308,7 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
     done = outcomes.join(
         units.select("unit_id", "batch_id", "part", "language", "question_style"), "unit_id"
     )
-    lineage = batches.select(
-        "batch_id",
-        "node_ids",
-        "edge_ids",
-        "chunk_ids",
-        "doc_ids",
-        "loss",
-        "difficulty",
-        "seed_rank",
-    )
+    lineage = batches.select("batch_id", *LINEAGE, "seed_rank")
     items = (
         done.filter("status = 'ok'")
         .join(lineage, "batch_id")
@@ -335,12 +328,7 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
         F.col("it.reasoning_path").alias("reasoning_path"),
         "language",
         "batch_id",
-        "node_ids",
-        "edge_ids",
-        "chunk_ids",
-        "doc_ids",
-        "loss",
-        "difficulty",
+        *LINEAGE,
         F.col("question_style").alias("style"),
         "request_id",
         F.when(F.col("it.supported") == F.lit(False), "unsupported")
