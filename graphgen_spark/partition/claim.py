@@ -1,0 +1,435 @@
+"""The "rounds, by claim" engine of method.md §6.9: `ece/edge_seed` on giant components.
+
+The per-component engine runs the sequential algorithm of a whole component in one task;
+a component too large for one task runs here instead, as Spark joins and windows over the
+untaken relations, with only the loop over rounds on the driver. Each round:
+
+1. **Prune**: every node keeps its best ``max_extra_edges + 2`` untaken relations (by rank).
+   A seed's expansion only ever picks from these (at most ``max_extra_edges`` picks, at most
+   ``max_extra_edges + 1`` of a node's better relations already in the seed's own batch), so
+   the proposals below are exact while a round costs O(relations · max_extra_edges).
+2. **Propose**: every untaken relation ``s`` computes its §6.3 expansion against the
+   ``taken`` set of the round's start: frontier layers (``bidirectional``, ``max_depth``),
+   candidates by rank (a rank-ordered window per seed), cut at the remaining budget.
+3. **Claim**: ``s`` claims itself and its expansion; each claimed relation goes to its
+   minimum-rank claimant; a seed is **accepted only if it wins all its claims**.
+4. Accepted batches are disjoint and mark their relations taken. The globally best untaken
+   relation always wins every claim, so each round places at least one batch.
+
+After ``max_rounds`` rounds, or as soon as fewer than ``collect_threshold`` relations remain,
+the remaining subgraph (untaken relations and their endpoints, nothing else) is collected
+and finished by :func:`graphgen_spark.partition.reference.ece_edge_seed` on the driver, which
+respects ``taken`` because taken relations are simply absent. ``isolated_nodes = add`` gives
+every non-placeholder degree-0 entity of the input its own batch (§6.2).
+
+**How it differs from the sequential reference.** It meets the §6.9 contract (disjoint, every
+relation exactly once, connected, within ``max_extra_edges``/``max_depth``, gaps first,
+deterministic), not sequential equality. An accepted batch is exactly what its seed's
+expansion gives at that point (an accepted seed's claims are disjoint from every other
+accepted batch, and removing relations it did not pick cannot change a ``max_width`` pick),
+and no batch holds a relation ranked before its seed. But a seed that loses a claim waits for
+a later round, while worse-ranked seeds elsewhere are accepted now; when it comes back, its
+neighbourhood may have been taken by them, so its batch (and theirs) can differ from the
+sequential order's. Replaying the batches in (round, rank) order through the sequential
+expansion reproduces every one of them (the tests check exactly that).
+
+Supported: ``ece/edge_seed`` with ``expand_method = max_width``, any ``max_depth``,
+``max_extra_edges`` and ``bidirectional``, both loss strategies and all samplings.
+``expand_method = max_tokens`` (§6.4) is not: its pick depends on a running token sum and it
+has no edge cap to prune by, so :func:`unsupported` names the reason and the stage falls back
+to the per-component engine (logged). Other methods likewise.
+
+Rounds are sequential where ranks are: a path whose ranks increase along it places about one
+batch per round, so ``max_rounds`` bounds the rounds and the driver finishes the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from graphgen_spark.partition.engine import BATCH_SCHEMA, build_graph
+from graphgen_spark.partition.reference import EDGE_SEED, Params, ece_edge_seed
+
+ENGINE = "claim"
+LOG = logging.getLogger(__name__)
+
+
+def unsupported(method: str, params: Params) -> str | None:
+    """Why the claim engine cannot run ``method`` with ``params``; None when it can."""
+    if method != EDGE_SEED:
+        return f"the claim engine implements {EDGE_SEED} only, not {method}"
+    if params.expand_method != "max_width":
+        return (
+            "expand_method=max_tokens picks by a running token sum with no edge cap to prune "
+            "by; the claim engine implements max_width only"
+        )
+    return None
+
+
+# ---------------------------------------------------------------- the §6.1 order in Spark
+
+
+def rank_units(nodes: DataFrame, edges: DataFrame, sampling: str, loss_strategy: str) -> DataFrame:
+    """``(unit_id, seed_rank)``: position (1-based) of every entity and relation in §6.1 order.
+
+    The same order as :meth:`Graph.ranks`: loss (NULL last), then ``rr``, then id. Under
+    ``both`` a relation's key adds the known parts in the reference's order (src, dst, edge),
+    so the double is bit-identical and ties break the same way.
+    """
+    if loss_strategy == "both":
+        ends = nodes.select(F.col("entity_id").alias("e"), F.col("loss").alias("l"))
+        parts = [F.col("ls"), F.col("ld"), F.col("loss")]
+        total = (F.coalesce(parts[0], F.lit(0.0)) + F.coalesce(parts[1], F.lit(0.0))) + F.coalesce(
+            parts[2], F.lit(0.0)
+        )
+        edge_value = (
+            edges.join(ends.withColumnRenamed("e", "src_id").withColumnRenamed("l", "ls"), "src_id")
+            .join(ends.withColumnRenamed("e", "dst_id").withColumnRenamed("l", "ld"), "dst_id")
+            .select("edge_id", "rr", F.when(F.coalesce(*parts).isNotNull(), total).alias("value"))
+        )
+    else:
+        edge_value = edges.select("edge_id", "rr", F.col("loss").alias("value"))
+    units = nodes.select(F.col("entity_id").alias("unit_id"), "rr", F.col("loss").alias("value"))
+    units = units.union(edge_value.withColumnRenamed("edge_id", "unit_id"))
+    if sampling == "random":
+        order = [F.col("rr"), F.col("unit_id")]
+    else:
+        value = F.col("value") if sampling == "min_loss" else -F.col("value")
+        order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
+    return units.select(
+        "unit_id", F.row_number().over(Window.orderBy(*order)).cast("long").alias("seed_rank")
+    )
+
+
+# ---------------------------------------------------------------- the engine
+
+
+@dataclass(frozen=True)
+class ClaimRun:
+    """The batches (``BATCH_SCHEMA``) and how they were made.
+
+    ``seed_rounds`` is ``(seed_id, round)`` for every relation seed: rounds 1..``rounds``, and
+    ``rounds + 1`` for the seeds of the sequential finish.
+    """
+
+    batches: DataFrame
+    seed_rounds: DataFrame
+    rounds: int
+    claimed: int  # relations placed by the rounds
+    collected: int  # relations finished sequentially on the driver
+
+
+def by_claim(
+    nodes: DataFrame,
+    edges: DataFrame,
+    params: Params,
+    ranks: DataFrame | None = None,
+    *,
+    max_rounds: int = 50,
+    collect_threshold: int = 100_000,
+    materialise: Callable[[DataFrame], DataFrame] | None = None,
+    log: logging.Logger | None = None,
+) -> ClaimRun:
+    """Batches of ``ece/edge_seed`` by claim rounds; frames as for ``engine.per_component``.
+
+    ``nodes``/``edges`` carry ``component_id``; ``ranks`` is :func:`rank_units` (computed when
+    not given). ``materialise`` cuts the lineage each round (the stage writes to its scratch
+    folder; default ``localCheckpoint``).
+    """
+    reason = unsupported(EDGE_SEED, params)
+    if reason:
+        raise ValueError(reason)
+    if max_rounds < 0 or collect_threshold < 0:
+        raise ValueError("max_rounds and collect_threshold must be >= 0")
+    log = log or LOG
+    keep = materialise or (lambda df: df.localCheckpoint(eager=True))
+    if ranks is None:
+        ranks = rank_units(nodes, edges, params.sampling, params.loss_strategy)
+    spark = edges.sparkSession
+    edge_rank = ranks.select(F.col("unit_id").alias("edge_id"), F.col("seed_rank").alias("rank"))
+    live = keep(edges.select("edge_id", "src_id", "dst_id").join(edge_rank, "edge_id"))
+    total = remaining = live.count()
+    placed: list[DataFrame] = []  # (seed_id, edge_id, pos, round) per round
+    rounds = 0
+    while remaining and remaining >= collect_threshold and rounds < max_rounds:
+        rounds += 1
+        won = keep(_round(live, params).withColumn("round", F.lit(rounds)))
+        placed.append(won)
+        live = keep(live.join(won.select("edge_id"), "edge_id", "left_anti"))
+        before, remaining = remaining, live.count()
+        log.info(
+            "partition claim round %d: %d relations placed, %d remain",
+            rounds,
+            before - remaining,
+            remaining,
+        )
+    finish = _finish(nodes, edges, live, params, rounds + 1) if remaining else None
+    if remaining:
+        log.info("partition claim: %d relations finished sequentially on the driver", remaining)
+    parts = []
+    rounds_parts = []
+    if placed:
+        claims = _union(placed)
+        parts.append(_rows(claims, nodes, edges, params))
+        rounds_parts.append(claims.filter(F.col("pos") == 0).select("seed_id", "round"))
+    if finish is not None:
+        parts.append(finish[0])
+        rounds_parts.append(finish[1])
+    if params.isolated_nodes == "add":
+        parts.append(_isolated(nodes, edges))
+    empty_rounds = spark.createDataFrame([], "seed_id string, round int")
+    return ClaimRun(
+        batches=_union(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
+        seed_rounds=_union(rounds_parts) if rounds_parts else empty_rounds,
+        rounds=rounds,
+        claimed=total - remaining,
+        collected=remaining,
+    )
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def _round(live: DataFrame, p: Params) -> DataFrame:
+    """``(seed_id, edge_id, pos)`` of the seeds accepted this round, ``pos`` 0 for the seed."""
+    seeds = live.select(
+        F.col("edge_id").alias("seed_id"), F.col("rank").alias("seed_rank"), "src_id", "dst_id"
+    )
+    claims = seeds.select(
+        "seed_id", "seed_rank", F.col("seed_id").alias("edge_id"), F.lit(0).alias("pos")
+    )
+    if p.max_depth > 0 and p.max_extra_edges > 0:
+        claims = claims.unionByName(_expansions(live, seeds, p))
+    by_edge = Window.partitionBy("edge_id")
+    by_seed = Window.partitionBy("seed_id")
+    won = (F.col("seed_rank") == F.min("seed_rank").over(by_edge)).cast("int")
+    return (
+        claims.withColumn("won", won)
+        .withColumn("all_won", F.min("won").over(by_seed))
+        .filter(F.col("all_won") == 1)
+        .select("seed_id", "edge_id", "pos")
+    )
+
+
+def _expansions(live: DataFrame, seeds: DataFrame, p: Params) -> DataFrame:
+    """§6.3 for every seed at once: ``(seed_id, seed_rank, edge_id, pos)`` with ``pos`` ≥ 1.
+
+    A layer joins the seed's frontier to the pruned incidence, drops what the seed already
+    holds, numbers the rest by rank and keeps the first ``budget``. A seed whose layer
+    filled its budget (or was empty) stops; the others go on from ``endpoints(C) − F``.
+    """
+    k = p.max_extra_edges
+    incidence = live.select(
+        F.col("src_id").alias("node"), "edge_id", "rank", "src_id", "dst_id"
+    ).unionByName(live.select(F.col("dst_id").alias("node"), "edge_id", "rank", "src_id", "dst_id"))
+    best = incidence.withColumn(
+        "i", F.row_number().over(Window.partitionBy("node").orderBy("rank"))
+    ).filter(F.col("i") <= k + 2)
+    best = best.select("node", "edge_id", "rank", "src_id", "dst_id")
+    ends = [F.col("dst_id")] if not p.bidirectional else [F.col("src_id"), F.col("dst_id")]
+    frontier = seeds.select(
+        "seed_id", "seed_rank", F.explode(F.array(*ends)).alias("node")
+    )  # (seed_id, seed_rank, node)
+    held = seeds.select("seed_id", F.col("seed_id").alias("edge_id"))  # the seed and its picks
+    state = seeds.select("seed_id", F.lit(k).alias("budget"), F.lit(0).alias("offset"))
+    picked: list[DataFrame] = []
+    by_seed = Window.partitionBy("seed_id")
+    for layer in range(p.max_depth):
+        cands = frontier.join(best, "node").select(
+            "seed_id", "seed_rank", "edge_id", "rank", "src_id", "dst_id"
+        )
+        if layer == 0:
+            # a relation touching both ends of the seed is the seed itself (no multi-edges)
+            cands = cands.filter(F.col("edge_id") != F.col("seed_id"))
+        else:
+            cands = cands.join(held, ["seed_id", "edge_id"], "left_anti").dropDuplicates(
+                ["seed_id", "edge_id"]
+            )
+        if layer == 0:  # every seed starts with the whole budget: no join needed
+            cands = cands.withColumn("budget", F.lit(k)).withColumn("offset", F.lit(0))
+        else:
+            cands = cands.join(state, "seed_id")
+        cands = cands.withColumn("i", F.row_number().over(by_seed.orderBy("rank"))).withColumn(
+            "n", F.count("*").over(by_seed)
+        )
+        chosen = cands.filter(F.col("i") <= F.col("budget"))
+        picked.append(
+            chosen.select(
+                "seed_id", "seed_rank", "edge_id", (F.col("offset") + F.col("i")).alias("pos")
+            )
+        )
+        if layer == p.max_depth - 1:
+            break
+        # seeds whose whole layer fit go on with the rest of their budget
+        going = chosen.filter(F.col("n") < F.col("budget"))
+        state = going.select(
+            "seed_id",
+            (F.col("budget") - F.col("n")).alias("budget"),
+            (F.col("offset") + F.col("n")).alias("offset"),
+        ).dropDuplicates(["seed_id"])
+        held = held.unionByName(chosen.select("seed_id", "edge_id"))
+        reached = going.select(
+            "seed_id", "seed_rank", F.explode(F.array("src_id", "dst_id")).alias("node")
+        ).dropDuplicates(["seed_id", "node"])
+        frontier = reached.join(
+            frontier.select("seed_id", "node"), ["seed_id", "node"], "left_anti"
+        )
+    return _union(picked)
+
+
+# ---------------------------------------------------------------- rows
+
+
+def _finish(
+    nodes: DataFrame, edges: DataFrame, live: DataFrame, p: Params, round_no: int
+) -> tuple[DataFrame, DataFrame]:
+    """The sequential reference on the untaken relations and their endpoints (driver)."""
+    spark = edges.sparkSession
+    sub_edges = edges.join(live.select("edge_id"), "edge_id")
+    ends = sub_edges.select(F.explode(F.array("src_id", "dst_id")).alias("entity_id")).distinct()
+    sub_nodes = nodes.join(ends, "entity_id")
+    e_pd = sub_edges.select("edge_id", "src_id", "dst_id", "tokens", "loss", "rr", "component_id")
+    n_pd = sub_nodes.select(
+        "entity_id", "tokens", "loss", "rr", "name", "is_placeholder", "type"
+    ).toPandas()
+    e_pd = e_pd.toPandas()
+    component = dict(zip(e_pd["edge_id"], e_pd["component_id"], strict=True))
+    graph = build_graph(n_pd, e_pd)
+    result = ece_edge_seed(graph, replace(p, isolated_nodes="ignore"))
+    rows = [
+        (
+            component[b.seed_id],
+            b.method,
+            b.seed_id,
+            list(b.node_ids),
+            list(b.edge_ids),
+            b.n_units,
+            b.tokens,
+            b.loss,
+            list(b.flags),
+        )
+        for b in result.batches
+    ]
+    batches = spark.createDataFrame(rows, BATCH_SCHEMA)
+    rounds = spark.createDataFrame(
+        [(b.seed_id, round_no) for b in result.batches], "seed_id string, round int"
+    )
+    return batches, rounds
+
+
+def _rows(claims: DataFrame, nodes: DataFrame, edges: DataFrame, p: Params) -> DataFrame:
+    """``BATCH_SCHEMA`` rows from ``(seed_id, edge_id, pos)``: orders, tokens and loss of §6.1."""
+    e = edges.select(
+        "edge_id", "src_id", "dst_id", "component_id", _tokens("tokens"), _loss("loss")
+    )
+    per_seed = (
+        claims.join(e, "edge_id")
+        .groupBy("seed_id")
+        .agg(
+            F.sort_array(
+                F.collect_list(F.struct("pos", "edge_id", "src_id", "dst_id", "tokens", "loss"))
+            ).alias("es"),
+            F.min("component_id").alias("component_id"),
+        )
+        .withColumn(
+            "node_ids",
+            F.array_distinct(F.flatten(F.transform("es", lambda x: F.array(x.src_id, x.dst_id)))),
+        )
+    )
+    n = nodes.select(F.col("entity_id").alias("node"), _tokens("tokens"), _loss("loss"))
+    per_node = (
+        per_seed.select("seed_id", F.posexplode("node_ids").alias("i", "node"))
+        .join(n, "node")
+        .groupBy("seed_id")
+        .agg(F.sort_array(F.collect_list(F.struct("i", "tokens", "loss"))).alias("ns"))
+    )
+    edge_losses = F.filter(F.transform("es", lambda x: x.loss), lambda x: x.isNotNull())
+    node_losses = F.filter(F.transform("ns", lambda x: x.loss), lambda x: x.isNotNull())
+    if p.loss_strategy == "only_edge":
+        loss = F.when(F.size(edge_losses) > 0, _mean(edge_losses)).when(
+            F.size(node_losses) > 0, _mean(node_losses)
+        )
+    else:
+        pool = F.concat(edge_losses, node_losses)
+        loss = F.when(F.size(pool) > 0, _mean(pool))
+    tokens = _sum_long(F.transform("es", lambda x: x.tokens)) + _sum_long(
+        F.transform("ns", lambda x: x.tokens)
+    )
+    edge_ids = F.transform("es", lambda x: x.edge_id)
+    return per_seed.join(per_node, "seed_id").select(
+        "component_id",
+        F.lit(EDGE_SEED).alias("method"),
+        "seed_id",
+        "node_ids",
+        edge_ids.alias("edge_ids"),
+        (F.size("node_ids") + F.size(edge_ids)).cast("int").alias("n_units"),
+        tokens.cast("long").alias("tokens"),
+        loss.cast("double").alias("loss"),
+        F.array().cast("array<string>").alias("flags"),
+    )
+
+
+def _isolated(nodes: DataFrame, edges: DataFrame) -> DataFrame:
+    """One node-only batch per non-placeholder entity of degree 0 (§6.2, ``add``)."""
+    linked = edges.select(F.explode(F.array("src_id", "dst_id")).alias("entity_id"))
+    alone = nodes.filter(~F.coalesce(F.col("is_placeholder"), F.lit(False))).join(
+        linked, "entity_id", "left_anti"
+    )
+    return alone.select(
+        "component_id",
+        F.lit(EDGE_SEED).alias("method"),
+        F.col("entity_id").alias("seed_id"),
+        F.array("entity_id").alias("node_ids"),
+        F.array().cast("array<string>").alias("edge_ids"),
+        F.lit(1).cast("int").alias("n_units"),
+        _tokens("tokens"),
+        _loss("loss"),
+        F.array().cast("array<string>").alias("flags"),
+    )
+
+
+def _tokens(name: str) -> Column:
+    return F.coalesce(F.col(name), F.lit(0)).cast("long").alias(name)
+
+
+def _loss(name: str) -> Column:
+    """A loss as the reference reads it: NaN is no loss, like NULL."""
+    x = F.col(name).cast("double")
+    return F.when(~F.isnan(x), x).alias(name)
+
+
+def _sum_long(values: Column) -> Column:
+    return F.aggregate(values, F.lit(0).cast("long"), lambda acc, x: acc + x)
+
+
+def _mean(values: Column) -> Column:
+    """Σ/len in list order, the way the reference's ``sum(pool) / len(pool)`` rounds.
+
+    Python 3.12 made ``sum`` of floats compensated (Neumaier); this follows the running
+    interpreter so both engines give bit-identical batch losses.
+    """
+    if sys.version_info >= (3, 12):
+        start = F.struct(F.lit(0.0).alias("s"), F.lit(0.0).alias("c"))
+
+        def step(acc: Column, x: Column) -> Column:
+            t = acc.s + x
+            c = F.when(F.abs(acc.s) >= F.abs(x), (acc.s - t) + x).otherwise((x - t) + acc.s)
+            return F.struct(t.alias("s"), (acc.c + c).alias("c"))
+
+        total = F.aggregate(
+            values, start, step, lambda acc: F.when(acc.c != 0, acc.s + acc.c).otherwise(acc.s)
+        )
+    else:
+        total = F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
+    return total / F.size(values)
