@@ -1,6 +1,6 @@
 """The claim engine of method §6.9 on real local Spark: it meets the contract for
 `ece/edge_seed`, each batch is its seed's sequential expansion at the point it was accepted,
-and it is deterministic.
+it is deterministic, and the stage routes giant components to it.
 
 Spark rounds cost the same for one graph or twenty, so the hand-made graphs run together
 (ids prefixed, one component each) and so do the random ones.
@@ -14,14 +14,19 @@ from dataclasses import replace
 
 import networkx as nx
 import pytest
+from pyspark.sql import functions as F
+from test_partition import make_cfg, reference_graph, run_stage, stored, write_graph
 from test_partition_reference import e, islands, n, path, star, triangle_tail
 
+from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
 from graphgen_spark.partition.claim import by_claim, rank_units, unsupported
 from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
 from graphgen_spark.partition.reference import EDGE_SEED, Params, _expand_width, partition
+from graphgen_spark.stages import partition as stage
+from graphgen_spark.tables import Tables
 
 NODE_SCHEMA = (
     "component_id string, entity_id string, tokens int, loss double, rr string, name string, "
@@ -311,3 +316,59 @@ def test_unsupported_configurations_are_named():
     assert "ece/edge_seed only" in unsupported("ece/unit", Params())
     with pytest.raises(ValueError, match="max_tokens"):
         by_claim(None, None, Params(expand_method="max_tokens"))
+
+
+# ---------------------------------------------------------------- config and stage
+
+
+def test_config_engine_settings():
+    p = build_config({"partition": {"engine": "claim"}}, env=False).partition
+    assert (p.engine, p.max_rounds, p.collect_threshold) == ("claim", 50, 100_000)
+    with pytest.raises(ConfigError, match="collect_threshold"):
+        build_config({"partition": {"local_max_edges": 10}}, env=False)
+    with pytest.raises(ConfigError, match="max_rounds"):
+        build_config({"partition": {"max_rounds": -1}}, env=False)
+    cfg = build_config({"partition": {"engine": "claim", "max_rounds": 3}}, env=False)
+    assert stage.config_hash(cfg, EDGE_SEED) == stage.config_hash(
+        build_config({}, env=False), EDGE_SEED
+    )
+
+
+def test_engine_plan():
+    giant = ["c1"]
+    assert stage.engine_plan("auto", EDGE_SEED, Params(), giant) == ("mixed", giant)
+    assert stage.engine_plan("auto", EDGE_SEED, Params(), []) == ("component", [])
+    assert stage.engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", [])
+    assert stage.engine_plan("claim", "ece/unit", Params(), giant) == ("component", [])
+    maxtok = Params(expand_method="max_tokens")
+    assert stage.engine_plan("auto", EDGE_SEED, maxtok, giant) == ("component", [])
+    assert stage.engine_plan("component", EDGE_SEED, Params(), giant) == ("component", [])
+
+
+def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_path):
+    """local_max_edges=4: the 6-relation component goes by claim (one round, then the
+    driver), the 2-relation one and the isolated entity per component."""
+    tables = Tables(spark, tmp_path / "out")
+    write_graph(spark, tables)
+    cfg = make_cfg(
+        generate={"modes": ["aggregated"]},
+        partition={"local_max_edges": 4, "collect_threshold": 0, "max_rounds": 1},
+    )
+    result = run_stage(spark, tables, cfg)
+    rows = stored(tables, EDGE_SEED)
+    assert {s: r["engine"] for s, r in rows.items()} == {
+        "r-bc": "claim",
+        "r-de": "claim",
+        "r-gh": "component",
+    }
+    assert tuple(rows["r-bc"]["edge_ids"]) == ("r-bc", "r-ab", "r-cd")
+    assert tuple(rows["r-de"]["edge_ids"]) == ("r-de", "r-ep", "r-bd")
+    assert (
+        check_contract(reference_graph(), list(rows.values()), EDGE_SEED, stage.params_for(cfg))
+        == []
+    )
+    c = result.counts
+    assert c["ece_edge_seed_engine_claim_components"] == 1
+    assert c["ece_edge_seed_engine_component_components"] == 2  # f-g-h and the isolated i
+    assert (c["ece_edge_seed_claim_rounds"], c["ece_edge_seed_claim_collected"]) == (1, 3)
+    assert tables.read("subgraphs").filter(F.col("engine") == "claim").count() == 2

@@ -5,8 +5,10 @@ that component's order, so running :mod:`graphgen_spark.partition.reference` per
 (``cogroup(...).applyInPandas`` keyed by component id) reproduces the global sequential
 result exactly, with components spread over the executors. How it differs from the
 sequential reference: only in where it runs — a component larger than one task's memory is
-the limit (the `rounds` engines of §6.9 are the answer for giant components; not built yet,
-so such a component runs in one task and the stage logs it).
+the limit. For `ece/edge_seed` with `max_width` the claim engine of §6.9
+(:mod:`graphgen_spark.partition.claim`) takes such components; other methods (and
+`max_tokens`) still run them in one task, and the stage logs it. The exact rounds engine of
+§6.9 is not built.
 """
 
 from __future__ import annotations

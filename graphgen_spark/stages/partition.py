@@ -3,7 +3,10 @@
 The methods come from the configured generation modes (§7.2 defaults, `generate.methods`
 overrides). Every unit gets its sort key in Spark (loss from the trainee's `gap_scores`,
 then `rr`, then id); components come from GraphFrames or DataFrame label propagation; the
-per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches.
+per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches, and
+for `ece/edge_seed` the claim engine (:mod:`graphgen_spark.partition.claim`) takes the
+components over `partition.local_max_edges` relations (`engine: auto`) or every component
+(`engine: claim`); each row's `engine` column names the engine that built it.
 Rows are keyed by ``batch_id = h(method, config_hash, seed_id)``: a rerun on the same graph
 writes nothing, a changed graph rewrites only the batches whose content changed and
 removes batches of the same configuration that no longer exist.
@@ -12,20 +15,25 @@ removes batches of the same configuration that no longer exist.
 from __future__ import annotations
 
 import json
+import logging
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from graphgen_spark.config import Config
 from graphgen_spark.graph.stats import connected_components
 from graphgen_spark.ids import h, h_col
+from graphgen_spark.partition.claim import ENGINE as CLAIM
+from graphgen_spark.partition.claim import by_claim, rank_units, unsupported
 from graphgen_spark.partition.engine import per_component
 from graphgen_spark.partition.reference import Params
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
 STAGE = "partition"
+COMPONENT = "component"
+# settings that choose how batches are computed, not what a method's batches mean
+ENGINE_KEYS = {"engine", "local_max_edges", "max_rounds", "collect_threshold"}
 MODE_METHOD = {
     "atomic": "unit",
     "true_false": "unit",
@@ -72,7 +80,7 @@ def config_hash(cfg: Config, method: str) -> str:
     """Everything that shapes a method's batches: its settings, the order and its losses."""
     shaping = {
         "method": method,
-        "partition": cfg.partition.model_dump(mode="json", exclude={"engine", "local_max_edges"}),
+        "partition": cfg.partition.model_dump(mode="json", exclude=ENGINE_KEYS),
         "sampling": cfg.sampling(),
         "trainee": cfg.trainee_model() if cfg.sampling() != "random" else None,
         "seed": cfg.run.seed,
@@ -124,35 +132,7 @@ def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFram
 
 def unit_ranks(nodes: DataFrame, edges: DataFrame, cfg: Config) -> DataFrame:
     """``(unit_id, seed_rank)``: position of every unit in the §6.1 order."""
-    sampling = cfg.sampling()
-    if cfg.partition.loss_strategy == "both":
-        ends = nodes.select(F.col("entity_id").alias("e"), F.col("loss").alias("l"))
-        edge_value = (
-            edges.join(ends.withColumnRenamed("e", "src_id").withColumnRenamed("l", "ls"), "src_id")
-            .join(ends.withColumnRenamed("e", "dst_id").withColumnRenamed("l", "ld"), "dst_id")
-            .select(
-                "edge_id",
-                "rr",
-                F.when(
-                    F.coalesce("loss", "ls", "ld").isNotNull(),
-                    F.coalesce("loss", F.lit(0.0))
-                    + F.coalesce("ls", F.lit(0.0))
-                    + F.coalesce("ld", F.lit(0.0)),
-                ).alias("value"),
-            )
-        )
-    else:
-        edge_value = edges.select("edge_id", "rr", F.col("loss").alias("value"))
-    units = nodes.select(F.col("entity_id").alias("unit_id"), "rr", F.col("loss").alias("value"))
-    units = units.union(edge_value.withColumnRenamed("edge_id", "unit_id"))
-    if sampling == "random":
-        order = [F.col("rr"), F.col("unit_id")]
-    else:
-        value = F.col("value") if sampling == "min_loss" else -F.col("value")
-        order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
-    return units.select(
-        "unit_id", F.row_number().over(Window.orderBy(*order)).cast("long").alias("seed_rank")
-    )
+    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy)
 
 
 def difficulty_cuts(batches: DataFrame) -> tuple[float, float] | None:
@@ -193,15 +173,19 @@ def run(ctx: StageContext) -> StageResult:
         nodes = scratch.materialise(nodes)
         edges = scratch.materialise(edges)
         ranks = scratch.materialise(unit_ranks(nodes, edges, cfg))
-        largest = (
-            edges.groupBy("component_id").count().agg(F.max("count").alias("m")).first()["m"] or 0
-        )
-        if largest > cfg.partition.local_max_edges:
-            log.warning(
-                "partition: the largest component has %d relations (> partition.local_max_edges="
-                "%d); it runs in one task (the rounds engines of method §6.9 are not built yet)",
-                largest,
+        giant = giant_components(edges, cfg.partition.local_max_edges)
+        if giant:
+            log.log(
+                logging.WARNING if cfg.partition.engine == COMPONENT else logging.INFO,
+                "partition: %d components over partition.local_max_edges=%d relations (largest "
+                "%d); engine=%s: %s",
+                len(giant),
                 cfg.partition.local_max_edges,
+                max(giant.values()),
+                cfg.partition.engine,
+                "each runs in one task"
+                if cfg.partition.engine == COMPONENT
+                else "ece/edge_seed runs them by claim rounds (method §6.9)",
             )
         if cfg.partition.community.use_lcc:
             top = edges.groupBy("component_id").count().orderBy(F.desc("count"), "component_id")
@@ -225,6 +209,7 @@ def run(ctx: StageContext) -> StageResult:
                     comm_edges if method == "community" else edges,
                     ranks,
                     n_units,
+                    sorted(giant),
                     scratch,
                 )
             )
@@ -232,6 +217,101 @@ def run(ctx: StageContext) -> StageResult:
     finally:
         scratch.cleanup()
     return result
+
+
+def giant_components(edges: DataFrame, local_max_edges: int) -> dict[str, int]:
+    """Components with more than ``local_max_edges`` relations: id → relation count."""
+    over = edges.groupBy("component_id").count().filter(F.col("count") > local_max_edges)
+    return {r["component_id"]: r["count"] for r in over.collect()}
+
+
+def engine_plan(
+    engine: str, method: str, params: Params, giant: list[str]
+) -> tuple[str, list[str]]:
+    """Which engine runs which components of ``method``.
+
+    ``(COMPONENT, [])``: per component everywhere (also whenever the claim engine cannot run
+    the method); ``(CLAIM, [])``: the claim engine everywhere (``engine: claim``);
+    ``("mixed", giant)``: the claim engine on the giant components, per component elsewhere.
+    """
+    if engine == COMPONENT or unsupported(method, params):
+        return COMPONENT, []
+    if engine == CLAIM:
+        return CLAIM, []
+    return ("mixed", giant) if giant else (COMPONENT, [])
+
+
+def _build_batches(
+    ctx: StageContext,
+    method: str,
+    params: Params,
+    nodes: DataFrame,
+    edges: DataFrame,
+    ranks: DataFrame,
+    giant: list[str],
+    scratch: Scratch,
+) -> tuple[DataFrame, dict[str, int]]:
+    """Batches with an ``engine`` column, and how many components each engine took."""
+    cfg = ctx.cfg
+    p, comm = cfg.partition, cfg.partition.community
+    key = method.replace("/", "_")
+    mode, claim_ids = engine_plan(p.engine, method, params, giant)
+    reason = unsupported(method, params)
+    if reason and (p.engine == CLAIM or (p.engine == "auto" and giant)):
+        ctx.log.warning(
+            "partition %s: the per-component engine runs every component (%s)%s",
+            method,
+            reason,
+            f"; {len(giant)} of them over partition.local_max_edges run in one task each"
+            if giant
+            else "",
+        )
+    n_components = nodes.select("component_id").distinct().count()
+    counts = {f"{key}_engine_{CLAIM}_components": 0, f"{key}_engine_{COMPONENT}_components": 0}
+    parts: list[DataFrame] = []
+    local_nodes, local_edges = nodes, edges
+    if mode != COMPONENT:
+        if claim_ids:
+            inside = F.col("component_id").isin(claim_ids)
+            claim_nodes, claim_edges = nodes.filter(inside), edges.filter(inside)
+            local_nodes, local_edges = nodes.filter(~inside), edges.filter(~inside)
+        else:
+            claim_nodes, claim_edges = nodes, edges
+        run = by_claim(
+            claim_nodes,
+            claim_edges,
+            params,
+            ranks,
+            max_rounds=p.max_rounds,
+            collect_threshold=p.collect_threshold,
+            materialise=scratch.materialise,
+            log=ctx.log,
+        )
+        parts.append(run.batches.withColumn("engine", F.lit(CLAIM)))
+        claimed = len(claim_ids) if claim_ids else n_components
+        counts[f"{key}_engine_{CLAIM}_components"] = claimed
+        counts[f"{key}_claim_rounds"] = run.rounds
+        counts[f"{key}_claim_collected"] = run.collected
+        ctx.log.info(
+            "partition %s: claim engine on %d components: %d rounds placed %d relations, "
+            "%d finished on the driver",
+            method,
+            claimed,
+            run.rounds,
+            run.claimed,
+            run.collected,
+        )
+    if mode != CLAIM:
+        parts.append(
+            per_component(
+                local_nodes, local_edges, method, params, comm.max_size, comm.seed
+            ).withColumn("engine", F.lit(COMPONENT))
+        )
+        counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(claim_ids)
+    batches = parts[0]
+    for part in parts[1:]:
+        batches = batches.unionByName(part)
+    return batches, counts
 
 
 def _partition_method(
@@ -242,25 +322,28 @@ def _partition_method(
     edges: DataFrame,
     ranks: DataFrame,
     n_units: int,
+    giant: list[str],
     scratch: Scratch,
 ) -> StageResult:
     cfg, tables = ctx.cfg, ctx.tables
     chash = config_hash(cfg, method)
-    comm = cfg.partition.community
-    batches = scratch.materialise(
-        per_component(nodes, edges, method, params, comm.max_size, comm.seed)
+    batches, engine_counts = _build_batches(
+        ctx, method, params, nodes, edges, ranks, giant, scratch
     )
+    batches = scratch.materialise(batches)
     batches = with_difficulty(batches, difficulty_cuts(batches))
     rows = (
         batches.join(ranks.withColumnRenamed("unit_id", "seed_id"), "seed_id", "left")
         .withColumn("batch_id", h_col(F.lit(method), F.lit(chash), "seed_id"))
         .withColumn("config_hash", F.lit(chash))
-        .withColumn("engine", F.lit("component"))
         .withColumn("run_id", F.lit(ctx.run_id))
         .select(*SCHEMAS["subgraphs"].fieldNames())
     )
     rows = scratch.materialise(rows)
-    changed = "NOT (t.node_ids <=> s.node_ids AND t.edge_ids <=> s.edge_ids AND t.loss <=> s.loss)"
+    changed = (
+        "NOT (t.node_ids <=> s.node_ids AND t.edge_ids <=> s.edge_ids AND t.loss <=> s.loss"
+        " AND t.engine <=> s.engine)"
+    )
     res = tables.merge(
         "subgraphs",
         rows,
@@ -299,5 +382,6 @@ def _partition_method(
             f"{key}_removed": res.deleted,
             f"{key}_over_budget": int(stats["over_budget"] or 0),
             f"{key}_units_uncovered": max(0, n_units - covered),
+            **engine_counts,
         }
     )
