@@ -117,11 +117,11 @@ async def _send(
         async with limiter:
             await limiter.admit(est)
             try:
-                # messages travel in extra_body: the SDK would otherwise walk every
-                # message through its TypedDict-union transform (~0.5 ms of CPU per
-                # request, a tenth of an executor's budget); the JSON sent is the same
+                # messages and parameters travel in extra_body: the SDK would otherwise
+                # walk them through its TypedDict-union transform (~0.6 ms of CPU per
+                # request, a sixth of an executor's budget); the JSON sent is the same
                 return await client.chat.completions.create(
-                    model=ep.model, messages=[], extra_body={"messages": messages}, **params
+                    model=ep.model, messages=[], extra_body={**params, "messages": messages}
                 )
             except Exception as exc:  # classified below; nothing escapes unrecorded
                 fault = _classify(exc)
