@@ -10,12 +10,15 @@ different, so every statement is one trainee request. Then the judge stage is ti
 ``llm.trainee.max_concurrency = 64`` (32 in flight per task slot). The stage function runs
 with a :class:`StageContext` as the pipeline runs it, without the ``runs`` bookkeeping.
 
-Reported, all from the one run:
+Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s):
 
 * ``ratio_stage``   achieved requests/s over the whole judge stage ÷ capacity;
 * ``ratio_waves``   statement requests ÷ the union of the statement waves' spans (the Spark
   jobs described "judge: LLM wave i/n", first start to last end per wave) ÷ capacity;
+* ``ratio_llm_jobs``  statement requests ÷ the union of those waves' LLM jobs ÷ capacity;
 * ``ratio_send``    requests ÷ time the endpoint had anything in flight ÷ capacity;
+* ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage
+  with a request in flight) ÷ capacity;
 * ``busy_fraction`` mean in-flight ÷ 64 over the stage, sampled from ``/stats`` at 20 Hz;
 * the judgements by status (ok, no_verdict, failed, no_logprobs) and the stage's counts;
 * where the rest of the stage time went: per phase of the stage (to-do set, preflight probe,
@@ -29,7 +32,6 @@ Reported, all from the one run:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -37,23 +39,18 @@ import re
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from bench import (
     LOCAL_SPARK_CONF,
-    CpuMeter,
-    callsite,
-    install_sigterm_exit,
-    local_only_env,
+    add_run_args,
     machine_facts,
-    setup_logging,
+    run_benchmark,
     spark_jobs,
     standin,
-    union_seconds,
     work_directory,
-    write_result,
 )
+from bench import timeline as tl
 from bench.extract_throughput import (
     FIELDS,
     FIRST,
@@ -62,14 +59,11 @@ from bench.extract_throughput import (
     ORG_B,
     PLACES,
     WORKS,
-    LogCapture,
-    Sampler,
-    _mean_inflight,
-    _send_windows,
 )
 
 NAME = "judge_throughput"
 log = logging.getLogger("bench.judge_throughput")
+STAGE = "judge"
 JOB_GROUP = "stage-judge"  # what the pipeline sets for the stage (pipeline.run_pipeline)
 
 # -- the synthetic graph and its statements ------------------------------------------------------
@@ -290,144 +284,40 @@ def write_graph(spark, tables, args) -> dict[str, Any]:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-# What the benchmark reads from the run does not depend on the executor's internals beyond
-# two things every version of it has had: the "[judge] N requests ..." line logged once per
-# ``execute`` (before its first wave) and the Spark job description "judge: LLM wave i/n"
-# of each wave's jobs. The per-wave request counts come from the wave log lines when they
-# carry them ("wave i/n: N requests in ..." or a cumulative "wave i/n done: N calls sent").
-_EXECUTE = re.compile(r"\[judge\] (\d+) requests\b")
-_EXECUTE_WAVES = re.compile(r"(\d+) wave\(s\)")
-_WAVE_N = re.compile(r"\[judge\] wave (\d+)/(\d+): (\d+) requests in")
-_WAVE_CUM = re.compile(r"\[judge\] wave (\d+)/(\d+) done: (\d+) calls sent so far")
-_WAVE_JOB = re.compile(r"^judge: LLM wave (\d+)/(\d+)$")
 _REPORT = re.compile(r"judge: reliability diagram")
 
 
-def _executes(capture: LogCapture) -> list[dict[str, Any]]:
-    """One entry per ``execute`` call of the stage, with per-wave request counts if logged."""
-    out: list[dict[str, Any]] = []
-    for t, msg in capture.records:
-        m = _EXECUTE.search(msg)
-        if m and "all answered before" not in msg:
-            w = _EXECUTE_WAVES.search(msg)
-            out.append(
-                {
-                    "round": "preflight" if not out else "statements",
-                    "logged_at": t,
-                    "requests": int(m.group(1)),
-                    "waves": int(w.group(1)) if w else None,
-                    "log": msg,
-                    "wave_requests": {},
-                    "_cum": 0,
-                }
-            )
-            continue
-        if not out:
-            continue
-        cur = out[-1]
-        m = _WAVE_N.search(msg)
-        if m:
-            cur["wave_requests"][int(m.group(1))] = int(m.group(3))
-            continue
-        m = _WAVE_CUM.search(msg)
-        if m:
-            cum = int(m.group(3))
-            cur["wave_requests"][int(m.group(1))] = cum - cur["_cum"]
-            cur["_cum"] = cum
-    for e in out:
-        e.pop("_cum")
-    return out
+def _round(k: int) -> str:
+    """The judge stage calls the executor twice: the preflight probe, then the statements."""
+    return "preflight" if k == 0 else "statements"
 
 
-def _waves(
-    jobs: list[dict[str, Any]], executes: list[dict[str, Any]], samples, capacity: float
-) -> list[dict[str, Any]]:
-    """Waves from the Spark jobs described "judge: LLM wave i/n", assigned to the execute
-    call logged last before them; each with its span, LLM job, mean in flight, requests."""
-    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for j in jobs:
-        m = _WAVE_JOB.match(j["description"] or "")
-        if not m:
-            continue
-        k = sum(1 for e in executes if e["logged_at"] <= j["start"] + 0.05) - 1
-        groups.setdefault((max(k, 0), int(m.group(1))), []).append(j | {"of": int(m.group(2))})
-    waves = []
-    for (k, i), js in sorted(groups.items(), key=lambda kv: min(j["start"] for j in kv[1])):
-        start, end = min(j["start"] for j in js), max(j["end"] for j in js)
-        llm = max(js, key=lambda j: j["end"] - j["start"])
-        ex = executes[k] if k < len(executes) else {}
-        # requests the stand-in received while the wave's LLM job ran (overlapping waves
-        # share them; the executor's own count is `requests` when it logs one)
-        got = [(t, n) for t, _, _, n in samples if llm["start"] <= t <= llm["end"]]
-        waves.append(
-            {
-                "round": ex.get("round", "?"),
-                "wave": f"{i}/{js[0]['of']}",
-                "requests": ex.get("wave_requests", {}).get(i),
-                "start": start,
-                "end": end,
-                "seconds": end - start,
-                "llm_job_s": llm["end"] - llm["start"],
-                "llm_job": (llm["start"], llm["end"]),
-                "spark_jobs": len(js),
-                "standin_requests_during_llm_job": got[-1][1] - got[0][1] if len(got) > 1 else None,
-                "mean_in_flight": _mean_inflight(samples, start, end) if end > start else None,
-            }
-        )
-    for w in waves:
-        n = w["requests"]
-        w["ratio"] = n / w["seconds"] / capacity if n is not None and w["seconds"] else None
-    return waves
-
-
-def _phases(
-    capture: LogCapture,
-    executes: list[dict[str, Any]],
-    waves: list[dict[str, Any]],
-    wall: tuple[float, float],
-) -> list[tuple[str, float, float]]:
-    """Consecutive phases covering the stage, cut at the log lines and wave job spans."""
+def _marks(calls: list[dict[str, Any]], waves: list[dict[str, Any]], wall0: float) -> list[tl.Mark]:
+    """Where the judge stage's phases start: the executor's log lines and the waves' jobs."""
     pre = [w for w in waves if w["round"] == "preflight"]
     main = [w for w in waves if w["round"] == "statements"]
-    marks: list[tuple[float, str]] = [
-        (wall[0], "to-do set (anti-join with judgements, checkpoint, count), probe pending set")
+    at = [c["logged_at"] for c in calls] + [None, None]
+    return [
+        (wall0, "to-do set (anti-join with judgements, checkpoint, count), probe pending set"),
+        (at[0], "probe: before its wave"),
+        (min((w["start"] for w in pre), default=None), "probe wave (1 request)"),
+        (
+            max((w["end"] for w in pre), default=None),
+            "probe MERGE and answer read, requests built (mapInPandas + checkpoint), "
+            "statements pending set (anti-join with llm_calls, parquet write, count)",
+        ),
+        (at[1], "statements: before the first wave"),
+        (
+            min((w["start"] for w in main), default=None),
+            "statement waves (first wave start to last wave end)",
+        ),
+        (
+            max((w["end"] for w in main), default=None),
+            "after sending: staged outcomes into llm_calls, results join, verdicts, "
+            "judgements MERGE, gap_scores MERGE, calibration",
+        ),
+        (_REPORT, "reliability diagram, gap_scores status counts"),
     ]
-    if executes:
-        marks.append((executes[0]["logged_at"], "probe: before its wave"))
-    if pre:
-        marks.append((min(w["start"] for w in pre), "probe wave (1 request)"))
-        marks.append(
-            (
-                max(w["end"] for w in pre),
-                "probe MERGE and answer read, requests built (mapInPandas + checkpoint), "
-                "statements pending set (anti-join with llm_calls, parquet write, count)",
-            )
-        )
-    if len(executes) > 1:
-        marks.append((executes[1]["logged_at"], "statements: before the first wave"))
-    if main:
-        marks.append(
-            (min(w["start"] for w in main), "statement waves (first wave start to last wave end)")
-        )
-        marks.append(
-            (
-                max(w["end"] for w in main),
-                "after sending: staged outcomes into llm_calls, results join, verdicts, "
-                "judgements MERGE, gap_scores MERGE, calibration",
-            )
-        )
-    last = marks[-1][0]
-    report = next((t for t, msg in capture.records if _REPORT.search(msg) and t >= last), None)
-    if report is not None:
-        marks.append((report, "reliability diagram, gap_scores status counts"))
-    out: list[tuple[str, float, float]] = []
-    t = wall[0]
-    for i, (_, label) in enumerate(marks):
-        end = marks[i + 1][0] if i + 1 < len(marks) else wall[1]
-        end = min(max(end, t), wall[1])
-        out.append((label, t, end))
-        t = end
-    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -438,14 +328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--latency-ms", type=float, default=200.0)
     p.add_argument("--max-concurrency", type=int, default=64)
-    p.add_argument("--master", default="local[2]")
-    p.add_argument("--shuffle-partitions", type=int, default=4)
+    add_run_args(p, shuffle_partitions=4, driver_memory="4g")
     p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--driver-memory", default="4g")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
-    p.add_argument("--json", default=None, help="also write the result to this path")
     p.add_argument("--min-llm-seconds", type=float, default=60.0)
     return p.parse_args(argv)
 
@@ -517,28 +402,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 spark, cfg, tables, run_id, None, logging.getLogger("graphgen_spark")
             )
             judge = stage_function("judge")
-            endpoint.reset_stats()
-            capture = LogCapture()
-            glog = logging.getLogger("graphgen_spark")
-            glog.addHandler(capture)
-            sampler = Sampler(endpoint)
-            meter = CpuMeter(extra={"standin": endpoint.proc.pid})
-            sampler.start()
-            time.sleep(0.2)
-            meter.start()
-            wall0 = time.time()
-            t0 = time.monotonic()
-            spark.sparkContext.setJobGroup(JOB_GROUP, "graphgen-spark stage judge")
-            try:
+            with tl.TimedStage(spark, endpoint) as timed:
+                spark.sparkContext.setJobGroup(JOB_GROUP, "graphgen-spark stage judge")
                 stage_result = judge(ctx)
-            finally:
-                stage_s = time.monotonic() - t0
-                wall1 = time.time()
-                cpu = meter.stop()
-                time.sleep(0.2)
-                sampler.stop()
-                glog.removeHandler(capture)
-                spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
+            stage_s = timed.stage_s
             log.info("judge stage: %.1f s, counts %s", stage_s, stage_result.counts)
             stats = endpoint.stats()
             result = analyse(
@@ -548,18 +415,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 args=args,
                 cfg=cfg,
                 stats=stats,
-                capture=capture,
-                samples=sampler.samples,
-                wall=(wall0, wall1),
-                stage_s=stage_s,
+                timed=timed,
                 stage_counts=dict(stage_result.counts),
             )
-            result["cpu_during_judge"] = cpu
-            sb = cpu["cpu_s_by_role"]
-            result["cpu_ms_per_request"] = {
-                role: round(1000 * sb.get(role, 0.0) / max(1, stats["requests_total"]), 2)
-                for role in ("standin", "spark_python_workers", "spark_jvm", "driver_python")
-            }
+            result["cpu_during_judge"] = timed.cpu
+            result["cpu_ms_per_request"] = tl.cpu_ms_per_request(timed.cpu, stats["requests_total"])
             result["statements_table"] = data
             result["untimed"] = {
                 "session_start_s": round(session_s, 1),
@@ -576,11 +436,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 ),
                 "task_slots": slots,
                 "in_flight_per_task": math.ceil(args.max_concurrency / slots),
-                "standin": {
-                    "latency_ms": args.latency_ms,
-                    "max_concurrency": args.max_concurrency,
-                    "process": "separate (python -m graphgen_spark.standin)",
-                },
+                "standin": tl.standin_config(args),
             }
         finally:
             spark.stop()
@@ -596,84 +452,24 @@ def analyse(
     args,
     cfg,
     stats: dict[str, Any],
-    capture: LogCapture,
-    samples,
-    wall: tuple[float, float],
-    stage_s: float,
+    timed: tl.TimedStage,
     stage_counts: dict[str, int],
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     requests = int(stats["requests_total"])
     r = lambda x, d=3: round(x, d) if x is not None else None  # noqa: E731
+    wall, samples, stage_s = timed.wall, timed.samples, timed.stage_s
 
     # every Spark job submitted during the stage, whichever driver thread submitted it
     jobs = spark_jobs(spark, None, since=wall[0] - 0.05, until=wall[1] + 0.05)
-    busy_jobs = union_seconds([(j["start"], j["end"]) for j in jobs])
-    executes = _executes(capture)
-    waves = _waves(jobs, executes, samples, capacity)
+    executes = tl.executor_calls(timed.capture, STAGE, _round)
+    waves = tl.llm_waves(jobs, STAGE, executes, samples, capacity)
     main = [w for w in waves if w["round"] == "statements"]
-    pre_sent = sum(e["requests"] for e in executes if e["round"] == "preflight")
+    pre_sent = sum(e["requests"] or 0 for e in executes if e["round"] == "preflight")
     main_req = max(0, requests - pre_sent)
-    waves_union = union_seconds([(w["start"], w["end"]) for w in main])
-    llm_union = union_seconds([w["llm_job"] for w in main])
-    windows = _send_windows(samples)
-    send_s = sum(b - a for a, b in windows)
-    mean_inflight = _mean_inflight(samples, *wall) or 0.0
-    for w in waves:
-        inside = [(a, b) for a, b in windows if b >= w["start"] and a <= w["end"]]
-        w["send_s"] = sum(min(b, w["end"]) - max(a, w["start"]) for a, b in inside)
-        w["bookkeeping_s"] = w["seconds"] - w["send_s"]
-
-    # time per wave / call site: a wave's jobs are those described as its jobs, or (when
-    # only the LLM write carries the description) those running inside its span
-    wave_job_ids = {
-        j["job"]
-        for j in jobs
-        for w in waves
-        if j["start"] >= w["start"] - 0.05 and j["end"] <= w["end"] + 0.05
-    }
-    llm_job_ids = {j["job"] for j in jobs for w in waves if (j["start"], j["end"]) == w["llm_job"]}
-    by_site: Counter[str] = Counter()
-    n_by_site: Counter[str] = Counter()
-    for j in jobs:
-        if j["job"] in llm_job_ids:
-            key = "LLM requests (mapInPandas -> staged parquet)"
-        elif j["job"] in wave_job_ids:
-            key = "wave bookkeeping: " + callsite(j)
-        else:
-            key = "outside waves: " + callsite(j)
-        by_site[key] += j["end"] - j["start"]
-        n_by_site[key] += 1
-    top_sites = [
-        {"site": k, "jobs": n_by_site[k], "seconds": round(v, 1)}
-        for k, v in by_site.most_common(20)
-    ]
-
-    phases = []
-    for label, a, b in _phases(capture, executes, waves, wall):
-        clipped = [(max(a, j["start"]), min(b, j["end"])) for j in jobs]
-        clipped = [(x, y) for x, y in clipped if y > x]
-        sites: Counter[str] = Counter()
-        for j in jobs:
-            x, y = max(a, j["start"]), min(b, j["end"])
-            if y > x:
-                sites[callsite(j)] += y - x
-        sent = [n for t, _, _, n in samples if a <= t <= b]
-        phases.append(
-            {
-                "phase": label,
-                "seconds": r(b - a, 2),
-                "share_of_stage": r((b - a) / stage_s) if stage_s else None,
-                "spark_jobs_busy_s": r(union_seconds(clipped), 2),
-                "no_spark_job_s": r((b - a) - union_seconds(clipped), 2),
-                "mean_in_flight": r(_mean_inflight(samples, a, b), 1) if b > a else None,
-                "standin_requests": sent[-1] - sent[0] if len(sent) > 1 else 0,
-                "top_call_sites": [
-                    {"site": k, "seconds": round(v, 2)} for k, v in sites.most_common(4)
-                ],
-            }
-        )
+    _, waves_union, llm_union = tl.wave_spans(main)
+    windows = tl.send_windows(samples)
 
     # judgements by status (this trainee), gap scores and calibration as the stage left them
     trainee = cfg.trainee_model()
@@ -698,42 +494,25 @@ def analyse(
         .first()
     )
 
-    ratio_stage = requests / stage_s / capacity if stage_s else 0.0
     return {
         "benchmark": NAME,
         "capacity_req_s": capacity,
         "target_ratio": 0.90,
-        "headline": {
-            "ratio_stage": r(ratio_stage),
-            "ratio_waves": r(main_req / waves_union / capacity) if waves_union else None,
-            "ratio_llm_jobs": r(main_req / llm_union / capacity) if llm_union else None,
-            "ratio_send": r(requests / send_s / capacity) if send_s else None,
-            "busy_fraction_stage": r(mean_inflight / args.max_concurrency),
-            "meets_target_stage": ratio_stage >= 0.90,
-            "requests": requests,
+        "headline": tl.headline(
+            timed, stats, capacity, args.max_concurrency, (main_req, waves_union, llm_union)
+        )
+        | {
             "statements": n_statements,
-            "stage_s": r(stage_s, 1),
-            "achieved_req_s": r(requests / stage_s, 1) if stage_s else None,
-            "llm_seconds_at_capacity": r(requests / capacity, 1),
-            "max_in_flight": stats["max_in_flight"],
             "judged_ok": by_status.get("ok", 0),
             "no_verdict": by_status.get("no_verdict", 0),
             "failed": by_status.get("failed", 0),
             "no_logprobs": by_status.get("no_logprobs", 0),
         },
-        "requests": {
-            "standin_requests_total": requests,
-            "standin_completions_ok": stats["completions_ok"],
-            "standin_max_in_flight": stats["max_in_flight"],
-            "standin_max_queued": stats["max_queued"],
-            "standin_by_status": stats["by_status"],
-            "standin_faults": stats.get("faults_by_kind"),
+        "requests": tl.standin_counts(stats)
+        | {
             "statement_requests": main_req,
             "preflight_requests": pre_sent,
-            "per_execute": [
-                {k: v for k, v in e.items() if k not in ("logged_at", "wave_requests")}
-                for e in executes
-            ],
+            "per_execute": tl.call_rows(executes),
             "stage_counts": stage_counts,
         },
         "judgements": {
@@ -750,23 +529,12 @@ def analyse(
             "statement_llm_jobs_s": r(llm_union, 1),
             "wave_bookkeeping_s": r(waves_union - llm_union, 1),
             "outside_statement_waves_s": r(stage_s - waves_union, 1),
-            "send_windows_s": r(send_s, 1),
-            "endpoint_idle_s": r(stage_s - send_s, 1),
-            "spark_jobs": len(jobs),
-            "spark_jobs_busy_s": r(busy_jobs, 1),
-            "driver_gaps_s": r(stage_s - busy_jobs, 1),
-            "top_spark_call_sites": top_sites,
-        },
-        "phases": phases,
-        "waves": [
-            {
-                k: (round(v, 2) if isinstance(v, float) else v)
-                for k, v in w.items()
-                if k not in ("start", "end", "llm_job")
-            }
-            | {"starts_at_s": round(w["start"] - wall[0], 2)}
-            for w in waves
-        ],
+        }
+        | tl.stage_time(stage_s, windows, jobs, waves),
+        "phases": tl.phases(
+            timed.capture, _marks(executes, waves, wall[0]), wall, jobs, samples, stage_s
+        ),
+        "waves": tl.wave_rows(waves, wall[0]),
         "send_windows": [[round(a - wall[0], 2), round(b - wall[0], 2)] for a, b in windows],
     }
 
@@ -777,9 +545,7 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     lines = [
         f"judge_throughput: {h['statements']} statements, {h['requests']} requests in "
         f"{h['stage_s']} s = {h['achieved_req_s']} req/s of {res['capacity_req_s']:.0f} capacity",
-        f"  ratio stage {h['ratio_stage']}  waves {h['ratio_waves']}  "
-        f"send windows {h['ratio_send']}  busy fraction {h['busy_fraction_stage']}  "
-        f"(target >= {res['target_ratio']}: {'MET' if h['meets_target_stage'] else 'NOT met'})",
+        tl.ratio_line(res),
         f"  judged ok {h['judged_ok']}  no_verdict {h['no_verdict']}  failed {h['failed']}  "
         f"no_logprobs {h['no_logprobs']}  max in flight {h['max_in_flight']}",
         f"  time: {t['statement_waves']} statement wave(s) {t['statement_waves_s']} s (LLM jobs "
@@ -790,24 +556,9 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    install_sigterm_exit()
-    local_only_env()
     args = parse_args(argv)
-    res = run(args)
-    h = res["headline"]
-    if h["llm_seconds_at_capacity"] < args.min_llm_seconds:
-        log.warning(
-            "only %.0f s of LLM work at capacity (< %.0f s): raise --statements",
-            h["llm_seconds_at_capacity"],
-            args.min_llm_seconds,
-        )
-    if not args.no_write:
-        path = write_result(NAME, res)
-        log.info("wrote %s", path)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print("\n".join(summary_lines(res)))
+    res = run_benchmark(NAME, args, run, summary_lines)
+    tl.warn_if_short(res, args, log, "--statements")
     return 0
 
 
