@@ -6,15 +6,22 @@ names, so the stand-in finds entities and gleaning runs) goes through ingest + c
 (untimed); then the extract stage is timed on ``local[2]`` with
 ``llm.synthesizer.max_concurrency = 64`` (32 in flight per task slot).
 
-Reported, all from the one run:
+Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s):
 
 * ``ratio_stage``  achieved requests/s over the whole extract stage ÷ capacity;
-* ``ratio_waves``  sum of requests ÷ sum of wave durations (the executor's own
-  "[extract] wave i/n" log lines, which include each wave's bookkeeping) ÷ capacity;
+* ``ratio_waves``  requests sent in the waves (the executor's cumulative "[extract] wave i/n
+  done: N calls sent so far" lines) ÷ the union of the waves' spans (the Spark jobs described
+  "extract: LLM wave i/n", first start to last end per wave) ÷ capacity;
+* ``ratio_llm_jobs``  the same requests ÷ the union of the waves' LLM jobs ÷ capacity;
 * ``ratio_send``   requests ÷ time the endpoint had anything in flight ÷ capacity;
+* ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage
+  with a request in flight) ÷ capacity;
 * ``busy_fraction`` mean in-flight ÷ 64 over the stage, sampled from ``/stats`` at 20 Hz;
 * LLM calls per chunk (stand-in requests ÷ chunks) and its distribution (1 … 1 + 2R);
-* where the rest of the stage time went (per wave, per Spark call site) and CPU by process.
+* where the rest of the stage time went: per phase of the stage (to-do set, pending set,
+  waves, the llm_calls MERGE of the staged waves, outputs and the extractions MERGE,
+  mentions, and the pipeline's run bookkeeping before and after the stage: the ``runs`` row,
+  the HTML report), per wave, per Spark call site; CPU by process.
 
 ``python -m bench.extract_throughput [--chunks N] [--keep]``; writes
 ``bench/results/extract_throughput.json``.
@@ -28,31 +35,25 @@ import json
 import logging
 import math
 import random
-import re
 import sys
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench import (
     LOCAL_SPARK_CONF,
-    CpuMeter,
     StandinProcess,
-    callsite,
-    install_sigterm_exit,
-    local_only_env,
+    add_run_args,
     machine_facts,
-    setup_logging,
+    run_benchmark,
     spark_jobs,
     standin,
-    union_seconds,
     work_directory,
-    write_result,
 )
+from bench import timeline as tl
 
 NAME = "extract_throughput"
+STAGE = "extract"
 log = logging.getLogger("bench.extract_throughput")
 
 
@@ -190,78 +191,6 @@ def generate_corpus(
     }
 
 
-# -- measuring ----------------------------------------------------------------------------------
-_WAVE = re.compile(r"\[extract\] wave (\d+)/(\d+): (\d+) requests in ([\d.]+) s")
-_EXECUTE = re.compile(
-    r"\[extract\] (\d+) requests: (\d+) answered before, (\d+) to send in (\d+) wave"
-)
-
-
-class LogCapture(logging.Handler):
-    """Keeps (time, message) of every graphgen_spark record."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[tuple[float, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((record.created, record.getMessage()))
-
-
-class Sampler(threading.Thread):
-    """Polls the stand-in's /stats; samples are (unix time, in_flight, queued, requests)."""
-
-    def __init__(self, endpoint: StandinProcess, period_s: float = 0.05) -> None:
-        super().__init__(name="standin-sampler", daemon=True)
-        self.endpoint = endpoint
-        self.period_s = period_s
-        self.samples: list[tuple[float, int, int, int]] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                s = self.endpoint.stats()
-                self.samples.append((time.time(), s["in_flight"], s["queued"], s["requests_total"]))
-            except Exception:
-                pass
-            self._halt.wait(self.period_s)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=5)
-
-
-def _send_windows(samples: list[tuple[float, int, int, int]], gap_s: float = 0.3):
-    """Intervals during which the endpoint had requests in flight (gaps < gap_s merged)."""
-    out: list[list[float]] = []
-    for t, inflight, _, _ in samples:
-        if inflight > 0:
-            if out and t - out[-1][1] <= gap_s:
-                out[-1][1] = t
-            else:
-                out.append([t, t])
-    return out
-
-
-def _mean_inflight(samples, t0: float, t1: float) -> float | None:
-    """Time-weighted mean of in_flight over [t0, t1] (sample-and-hold)."""
-    pts = [(t, f) for t, f, _, _ in samples]
-    if not pts:
-        return None
-    area, prev_t, prev_f = 0.0, t0, 0
-    for t, f in pts:
-        if t <= t0:
-            prev_f = f
-            continue
-        if t >= t1:
-            break
-        area += prev_f * (t - prev_t)
-        prev_t, prev_f = t, f
-    area += prev_f * (t1 - prev_t)
-    return area / (t1 - t0) if t1 > t0 else None
-
-
 # -- client ceiling: the executor's task loop without Spark ------------------------------------
 def _probe_worker(rows: list[dict[str, Any]], spec: Any, start_at: float) -> dict[str, Any]:
     """One task slot's loop (``executor._run_programs``) over ``rows``, in its own process."""
@@ -392,14 +321,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="llm.synthesizer.max_concurrency (default: the stand-in's slots; more keeps a "
         "queue at the endpoint, as one does with a self-hosted server)",
     )
-    p.add_argument("--master", default="local[2]")
-    p.add_argument("--shuffle-partitions", type=int, default=4)
+    add_run_args(p, shuffle_partitions=4, driver_memory="4g")
     p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--driver-memory", default="4g")
-    p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--no-write", action="store_true", help="do not write bench/results")
-    p.add_argument("--json", default=None, help="also write the result to this path")
     p.add_argument("--min-llm-seconds", type=float, default=60.0)
     p.add_argument(
         "--client-probe",
@@ -438,7 +362,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             if args.wave_size:
                 llm["wave_size"] = args.wave_size
-            conf = {**LOCAL_SPARK_CONF, "spark.driver.memory": args.driver_memory}
+            conf = {
+                **LOCAL_SPARK_CONF,
+                "spark.driver.memory": args.driver_memory,
+                # keep every job of the stage in the status store for the breakdown
+                "spark.ui.retainedJobs": "100000",
+                "spark.ui.retainedStages": "100000",
+            }
             cfg_data = {
                 "spark": {
                     "master": args.master,
@@ -479,28 +409,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
 
                 # ---- the timed part: the extract stage ----
-                endpoint.reset_stats()
-                capture = LogCapture()
-                glog = logging.getLogger("graphgen_spark")
-                glog.addHandler(capture)
-                sampler = Sampler(endpoint)
-                meter = CpuMeter(extra={"standin": endpoint.proc.pid})
-                sampler.start()
-                meter.start()
-                wall0 = time.time()
-                t0 = time.monotonic()
-                try:
+                with tl.TimedStage(spark, endpoint) as timed:
                     run_id = run_pipeline(
                         cfg, str(corpus_path), out, stages=["extract"], spark=spark
                     )
-                finally:
-                    stage_s = time.monotonic() - t0
-                    wall1 = time.time()
-                    cpu = meter.stop()
-                    time.sleep(0.2)
-                    sampler.stop()
-                    glog.removeHandler(capture)
-                    spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
                 stats = endpoint.stats()
                 result = analyse(
                     spark=spark,
@@ -509,19 +421,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     capacity=capacity,
                     args=args,
                     stats=stats,
-                    capture=capture,
-                    samples=sampler.samples,
-                    wall=(wall0, wall1),
-                    stage_s=stage_s,
+                    timed=timed,
                     n_chunks=n_chunks,
                     n_distinct=n_distinct,
                 )
-                result["cpu_during_extract"] = cpu
-                sb = cpu["cpu_s_by_role"]
-                result["cpu_ms_per_request"] = {
-                    role: round(1000 * sb.get(role, 0.0) / max(1, stats["requests_total"]), 2)
-                    for role in ("standin", "spark_python_workers", "spark_jvm", "driver_python")
-                }
+                result["cpu_during_extract"] = timed.cpu
+                result["cpu_ms_per_request"] = tl.cpu_ms_per_request(
+                    timed.cpu, stats["requests_total"]
+                )
                 if args.client_probe:
                     log.info("client probe: replaying %d requests without Spark", args.client_probe)
                     try:
@@ -554,11 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         include={"spark", "chunk", "llm", "extract"},
                         exclude={"llm": {"synthesizer": {"api_key"}, "trainee": {"api_key"}}},
                     ),
-                    "standin": {
-                        "latency_ms": args.latency_ms,
-                        "max_concurrency": args.max_concurrency,
-                        "process": "separate (python -m graphgen_spark.standin)",
-                    },
+                    "standin": tl.standin_config(args),
                 }
             finally:
                 spark.stop()
@@ -574,135 +477,55 @@ def analyse(
     capacity: float,
     args,
     stats: dict[str, Any],
-    capture: LogCapture,
-    samples,
-    wall: tuple[float, float],
-    stage_s: float,
+    timed: tl.TimedStage,
     n_chunks: int,
     n_distinct: int,
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
+    r = lambda x, d=3: round(x, d) if x is not None else None  # noqa: E731
     requests = int(stats["requests_total"])
-    # per-execute and per-wave lines from the executor
-    waves, rounds = [], []
-    kinds = ["extract"] + ["check", "glean"] * args_rounds(args)
-    for t, msg in capture.records:
-        m = _EXECUTE.search(msg)
-        if m:
-            rounds.append(
-                {
-                    "round": kinds[len(rounds)] if len(rounds) < len(kinds) else "?",
-                    "requests": int(m.group(1)),
-                    "cached": int(m.group(2)),
-                    "sent": int(m.group(3)),
-                    "waves": int(m.group(4)),
-                }
-            )
-        m = _WAVE.search(msg)
-        if m:
-            n, dt = int(m.group(3)), float(m.group(4))
-            waves.append(
-                {
-                    "round": rounds[-1]["round"] if rounds else "?",
-                    "requests": n,
-                    "seconds": dt,
-                    "end": t,
-                    "start": t - dt,
-                }
-            )
-    windows = _send_windows(samples)
-    for w in waves:
-        inside = [(a, b) for a, b in windows if b >= w["start"] and a <= w["end"]]
-        send = sum(min(b, w["end"]) - max(a, w["start"]) for a, b in inside)
-        w["send_s"] = round(send, 2)
-        w["bookkeeping_s"] = round(w["seconds"] - send, 2)
-        w["ratio"] = round(w["requests"] / w["seconds"] / capacity, 3) if w["seconds"] else None
-        w["ratio_send"] = round(w["requests"] / send / capacity, 3) if send else None
-        w["mean_in_flight"] = round(_mean_inflight(samples, w["start"], w["end"]) or 0, 1)
-    wave_req = sum(w["requests"] for w in waves)
-    wave_s = sum(w["seconds"] for w in waves)
-    send_s = sum(b - a for a, b in windows)
-    mean_inflight = _mean_inflight(samples, *wall) or 0.0
+    wall, samples, stage_s = timed.wall, timed.samples, timed.stage_s
+
+    # every Spark job submitted during the stage: the waves run in the executor's own
+    # threads, whose jobs carry no job group
+    jobs = spark_jobs(spark, None, since=wall[0] - 0.05, until=wall[1] + 0.05)
+    calls = tl.executor_calls(timed.capture, STAGE, lambda k: f"attempt {k + 1}")
+    waves = tl.llm_waves(jobs, STAGE, calls, samples, capacity)
+    wave_req, waves_s, llm_s = tl.wave_spans(waves)
+    if wave_req is None and waves:  # every request of the stage is sent in a wave
+        wave_req = requests
+    windows = tl.send_windows(samples)
 
     # calls per chunk and its distribution, from extractions.request_ids
     ex = tables.read("extractions")
     dist = {
-        int(r["calls"]): int(r["n"])
-        for r in ex.groupBy(F.size("request_ids").alias("calls"))
+        int(r_["calls"]): int(r_["n"])
+        for r_ in ex.groupBy(F.size("request_ids").alias("calls"))
         .agg(F.count("*").alias("n"))
         .collect()
     }
     status = {
-        r["status"]: int(r["n"])
-        for r in ex.groupBy("status").agg(F.count("*").alias("n")).collect()
+        r_["status"]: int(r_["n"])
+        for r_ in ex.groupBy("status").agg(F.count("*").alias("n")).collect()
     }
     ent = ex.agg(F.avg("n_entities").alias("e"), F.avg("n_relations").alias("r")).first()
     run_row = tables.read("runs").filter(F.col("run_id") == run_id).first()
     stage_stats = {s["stage"]: s for s in (run_row["stage_stats"] or [])} if run_row else {}
-    ex_stats = stage_stats.get("extract")
+    ex_stats = stage_stats.get(STAGE)
     counts = dict(ex_stats["counts"]) if ex_stats else {}
-
-    jobs = spark_jobs(spark, "stage-extract")
-    busy_jobs = union_seconds([(j["start"], j["end"]) for j in jobs])
-    # A wave's jobs are those inside its time window (its count, the LLM write, the stats,
-    # the llm_calls MERGE); its LLM job is the longest of them (with AQE the write runs as a
-    # query-stage job whose call site is Spark's, not the executor's).
-    llm_job_ids: set[int] = set()
-    wave_job_ids: set[int] = set()
-    for w in waves:
-        inside = [j for j in jobs if j["start"] >= w["start"] - 0.5 and j["end"] <= w["end"] + 0.5]
-        wave_job_ids.update(j["job"] for j in inside)
-        if inside:
-            llm = max(inside, key=lambda j: j["end"] - j["start"])
-            llm_job_ids.add(llm["job"])
-            w["llm_job_s"] = round(llm["end"] - llm["start"], 2)
-    by_site: Counter[str] = Counter()
-    n_by_site: Counter[str] = Counter()
-    for j in jobs:
-        if j["job"] in llm_job_ids:
-            key = "LLM requests (mapInPandas -> staged parquet)"
-        elif j["job"] in wave_job_ids:
-            key = "wave bookkeeping: " + callsite(j)
-        else:
-            key = "rounds/stage: " + callsite(j)
-        by_site[key] += j["end"] - j["start"]
-        n_by_site[key] += 1
-    top_sites = [
-        {"site": k, "jobs": n_by_site[k], "seconds": round(v, 1)}
-        for k, v in by_site.most_common(20)
-    ]
-    llm_job_s = sum(j["end"] - j["start"] for j in jobs if j["job"] in llm_job_ids)
     calls_per_chunk = requests / n_chunks if n_chunks else None
     calls_per_text = requests / n_distinct if n_distinct else None
-    r = lambda x, d=3: round(x, d) if x is not None else None  # noqa: E731
     return {
         "benchmark": NAME,
         "capacity_req_s": capacity,
         "target_ratio": 0.90,
-        "headline": {
-            "ratio_stage": r(requests / stage_s / capacity),
-            "ratio_waves": r(wave_req / wave_s / capacity) if wave_s else None,
-            "ratio_llm_jobs": r(wave_req / llm_job_s / capacity) if llm_job_s else None,
-            "ratio_send": r(requests / send_s / capacity) if send_s else None,
-            "busy_fraction_stage": r(mean_inflight / args.max_concurrency),
-            "meets_target_stage": requests / stage_s / capacity >= 0.90,
-            "requests": requests,
-            "stage_s": r(stage_s, 1),
-            "achieved_req_s": r(requests / stage_s, 1),
-            "llm_seconds_at_capacity": r(requests / capacity, 1),
-            "calls_per_chunk": r(calls_per_chunk),
-            "max_in_flight": stats["max_in_flight"],
-        },
-        "requests": {
-            "standin_requests_total": requests,
-            "standin_completions_ok": stats["completions_ok"],
-            "standin_max_in_flight": stats["max_in_flight"],
-            "standin_max_queued": stats["max_queued"],
-            "standin_by_status": stats["by_status"],
-            "executor_counts": counts,
-            "per_round": rounds,
-        },
+        "headline": tl.headline(
+            timed, stats, capacity, args.max_concurrency, (wave_req, waves_s, llm_s)
+        )
+        | {"calls_per_chunk": r(calls_per_chunk)},
+        "requests": tl.standin_counts(stats)
+        | {"executor_counts": counts, "per_execute": tl.call_rows(calls)},
         "calls_per_chunk": {
             "mean_per_chunk": r(calls_per_chunk),
             "mean_per_distinct_text": r(calls_per_text),
@@ -715,27 +538,55 @@ def analyse(
         "time": {
             "stage_s": r(stage_s, 1),
             "pipeline_stage_s": r(float(ex_stats["seconds"]), 1) if ex_stats else None,
-            "waves_total_s": r(wave_s, 1),
+            "waves": len(waves),
+            "waves_total_s": r(waves_s, 1),
             "waves_requests": wave_req,
-            "send_windows_s": r(send_s, 1),
-            "llm_wave_jobs_s": r(llm_job_s, 1),
-            "wave_bookkeeping_s": r(wave_s - send_s, 1),
-            "outside_waves_s": r(stage_s - wave_s, 1),
-            "spark_jobs": len(jobs),
-            "spark_jobs_busy_s": r(busy_jobs, 1),
-            "driver_gaps_s": r(stage_s - busy_jobs, 1),
-            "top_spark_call_sites": top_sites,
-        },
-        "waves": [
-            {
-                k: (round(v, 2) if isinstance(v, float) else v)
-                for k, v in w.items()
-                if k not in ("start", "end")
-            }
-            for w in waves
-        ],
+            "llm_wave_jobs_s": r(llm_s, 1),
+            "wave_bookkeeping_s": r(waves_s - llm_s, 1),
+            "outside_waves_s": r(stage_s - waves_s, 1),
+        }
+        | tl.stage_time(stage_s, windows, jobs, waves),
+        "phases": tl.phases(
+            timed.capture, _marks(calls, waves, wall[0]), wall, jobs, samples, stage_s
+        ),
+        "waves": tl.wave_rows(waves, wall[0]),
         "send_windows": [[round(a - wall[0], 2), round(b - wall[0], 2)] for a, b in windows],
     }
+
+
+def _marks(calls: list[dict[str, Any]], waves: list[dict[str, Any]], wall0: float) -> list[tl.Mark]:
+    """Where the extract stage's phases start (stages/extract.py and llm/executor.py log
+    lines, the waves' Spark jobs); with several attempts each attempt has its own phases."""
+    marks: list[tl.Mark] = [
+        (wall0, "run bookkeeping: the run's row in runs"),
+        (
+            rf"stage {STAGE}: started",
+            "to-do set: distinct chunk texts not in extractions (group-by, anti-join, count)",
+        ),
+        (r"extract: \d+ distinct chunk texts to extract", "pending set: written per wave, count"),
+    ]
+    for k, call in enumerate(calls):
+        at = f"attempt {k + 1}: " if len(calls) > 1 else ""
+        mine = [w for w in waves if w["round"] == call["round"]]
+        if k:
+            marks.append(
+                (
+                    rf"extract: attempt {k} recorded in extractions",
+                    f"{at}texts left, pending set: written per wave, count",
+                )
+            )
+        marks += [
+            (call["logged_at"], f"{at}before the first wave (roles, budget)"),
+            (min((w["start"] for w in mine), default=None), f"{at}waves (first start to last end)"),
+            (max((w["end"] for w in mine), default=None), f"{at}staged waves MERGE into llm_calls"),
+            (call["merged_at"], f"{at}outputs to scratch, extractions MERGE"),
+        ]
+    marks += [
+        (r"extract: attempt \d+ recorded in extractions", "retry check, mentions written"),
+        (r"extract: mentions written", "scratch cleanup, stage stats"),
+        (rf"stage {STAGE}: done in", "run bookkeeping: runs table, HTML report"),
+    ]
+    return marks
 
 
 def args_rounds(args) -> int:
@@ -746,15 +597,20 @@ def args_rounds(args) -> int:
 def summary_lines(res: dict[str, Any]) -> list[str]:
     h = res["headline"]
     c = res["calls_per_chunk"]
+    t = res["time"]
     lines = [
         f"extract_throughput: {h['requests']} requests in {h['stage_s']} s "
         f"= {h['achieved_req_s']} req/s of {res['capacity_req_s']:.0f} capacity",
-        f"  ratio stage {h['ratio_stage']}  waves {h['ratio_waves']}  "
-        f"send windows {h['ratio_send']}  busy fraction {h['busy_fraction_stage']}  "
-        f"(target >= {res['target_ratio']}: {'MET' if h['meets_target_stage'] else 'NOT met'})",
+        tl.ratio_line(res),
         f"  calls per chunk {c['mean_per_chunk']}  distribution {c['distribution']}  "
         f"max in flight {h['max_in_flight']}",
     ]
+    if t.get("waves"):
+        lines.append(
+            f"  time: {t['waves']} wave(s) {t['waves_total_s']} s (LLM jobs "
+            f"{t['llm_wave_jobs_s']} s), outside them {t['outside_waves_s']} s; "
+            f"endpoint idle {t['endpoint_idle_s']} s"
+        )
     probe = res.get("client_probe") or {}
     both = next(
         (v for v in probe.values() if isinstance(v, dict) and v.get("processes") == 2), None
@@ -769,24 +625,9 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    install_sigterm_exit()
-    local_only_env()
     args = parse_args(argv)
-    res = run(args)
-    h = res["headline"]
-    if h["llm_seconds_at_capacity"] < args.min_llm_seconds:
-        log.warning(
-            "only %.0f s of LLM work at capacity (< %.0f s): raise --chunks",
-            h["llm_seconds_at_capacity"],
-            args.min_llm_seconds,
-        )
-    if not args.no_write:
-        path = write_result(NAME, res)
-        log.info("wrote %s", path)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print("\n".join(summary_lines(res)))
+    res = run_benchmark(NAME, args, run, summary_lines)
+    tl.warn_if_short(res, args, log, "--chunks")
     return 0
 
 
