@@ -21,8 +21,9 @@ Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s
   with a request in flight) ÷ capacity;
 * ``busy_fraction`` mean in-flight ÷ 64 over the stage, sampled from ``/stats`` at 20 Hz;
 * the judgements by status (ok, no_verdict, failed, no_logprobs) and the stage's counts;
-* where the rest of the stage time went: per phase of the stage (to-do set, preflight probe,
-  request building, waves, verdicts and MERGEs after sending), per wave, per Spark call site;
+* where the rest of the stage time went: per phase of the stage (to-do set, request
+  building, the probe wave with the first statement alone, waves, verdicts and MERGEs after
+  sending), per wave, per Spark call site;
   CPU by process.
 
 ``python -m bench.judge_throughput [--statements N] [--keep]``; writes
@@ -287,26 +288,37 @@ def write_graph(spark, tables, args) -> dict[str, Any]:
 _REPORT = re.compile(r"judge: reliability diagram")
 
 
+_PROBE_JOB = "judge: LLM probe"
+
+
 def _round(k: int) -> str:
-    """The judge stage calls the executor twice: the preflight probe, then the statements."""
-    return "preflight" if k == 0 else "statements"
+    """The judge stage calls the executor once; its first statement goes alone (the probe)."""
+    return "statements"
 
 
-def _marks(calls: list[dict[str, Any]], waves: list[dict[str, Any]], wall0: float) -> list[tl.Mark]:
+def _probe_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [j for j in jobs if j["description"] == _PROBE_JOB]
+
+
+def _marks(
+    calls: list[dict[str, Any]],
+    waves: list[dict[str, Any]],
+    wall0: float,
+    jobs: list[dict[str, Any]],
+) -> list[tl.Mark]:
     """Where the judge stage's phases start: the executor's log lines and the waves' jobs."""
-    pre = [w for w in waves if w["round"] == "preflight"]
+    probe = _probe_jobs(jobs)
     main = [w for w in waves if w["round"] == "statements"]
-    at = [c["logged_at"] for c in calls] + [None, None]
+    at = [c["logged_at"] for c in calls] + [None]
     return [
-        (wall0, "to-do set (anti-join with judgements, checkpoint, count), probe pending set"),
-        (at[0], "probe: before its wave"),
-        (min((w["start"] for w in pre), default=None), "probe wave (1 request)"),
         (
-            max((w["end"] for w in pre), default=None),
-            "probe MERGE and answer read, requests built (mapInPandas + checkpoint), "
-            "statements pending set (anti-join with llm_calls, parquet write, count)",
+            wall0,
+            "to-do set (anti-join with judgements, checkpoint, count), requests built "
+            "(mapInPandas + checkpoint), pending set (anti-join with llm_calls, parquet write)",
         ),
-        (at[1], "statements: before the first wave"),
+        (at[0], "before the probe"),
+        (min((j["start"] for j in probe), default=None), "probe wave (the first statement alone)"),
+        (max((j["end"] for j in probe), default=None), "probe answer read"),
         (
             min((w["start"] for w in main), default=None),
             "statement waves (first wave start to last wave end)",
@@ -466,7 +478,7 @@ def analyse(
     executes = tl.executor_calls(timed.capture, STAGE, _round)
     waves = tl.llm_waves(jobs, STAGE, executes, samples, capacity)
     main = [w for w in waves if w["round"] == "statements"]
-    pre_sent = sum(e["requests"] or 0 for e in executes if e["round"] == "preflight")
+    pre_sent = len(_probe_jobs(jobs))
     main_req = max(0, requests - pre_sent)
     _, waves_union, llm_union = tl.wave_spans(main)
     windows = tl.send_windows(samples)
@@ -532,7 +544,7 @@ def analyse(
         }
         | tl.stage_time(stage_s, windows, jobs, waves),
         "phases": tl.phases(
-            timed.capture, _marks(executes, waves, wall[0]), wall, jobs, samples, stage_s
+            timed.capture, _marks(executes, waves, wall[0], jobs), wall, jobs, samples, stage_s
         ),
         "waves": tl.wave_rows(waves, wall[0]),
         "send_windows": [[round(a - wall[0], 2), round(b - wall[0], 2)] for a, b in windows],

@@ -258,12 +258,17 @@ def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
     graph(spark, tables)
     with StandinServer(StandinOptions(no_logprobs=True), announce=False) as server:
         quiz_run(ctx(spark, tables, server.base_url))
+        quiz_calls = server.stats()["requests_total"]
         with pytest.raises(
             ConfigError, match=r"returned no chat logprobs.*gap_scoring: off"
         ) as err:
             judge_run(ctx(spark, tables, server.base_url))
         assert server.base_url in str(err.value) and "trainee-a" in str(err.value)
         assert tables.read("judgements").count() == 0
+        # the first statement went alone and nothing else was sent; its call is recorded
+        sent = tables.read("llm_calls").filter("stage = 'judge'").collect()
+        assert [(c["status"], c["error_kind"]) for c in sent] == [("failed", "no_logprobs")]
+        assert server.stats()["requests_total"] - quiz_calls == 1
         off = judge_run(ctx(spark, tables, server.base_url, gap_scoring="off"))
         assert off.counts == {"gap_scoring_off": 1}
 

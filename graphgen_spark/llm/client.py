@@ -168,11 +168,13 @@ async def call(
             out.response = content
             if params.get("logprobs"):
                 out.logprobs = _logprobs_json(choice)
-                if out.logprobs is None:
+                if out.logprobs is None or (
+                    params.get("top_logprobs") and not choice.logprobs.content[0].top_logprobs
+                ):
                     out.status, out.error_kind = "failed", "no_logprobs"
                     out.error = (
-                        f"endpoint {ep.base_url} (model {ep.model}) returned no logprobs; "
-                        "the trainee needs chat logprobs/top_logprobs"
+                        f"endpoint {ep.base_url} (model {ep.model}) returned no logprobs "
+                        "with top_logprobs; the trainee needs chat logprobs/top_logprobs"
                     )
                     return out
             if model is None:

@@ -127,6 +127,9 @@ class Answer:
 
 Ask = Callable[[dict[str, Any]], Awaitable[Answer]]
 Program = Callable[[dict[str, Any], Ask], Awaitable[dict[str, Any]]]
+# Looks at the call rows of a one-request first wave; raising stops the call before the
+# other requests are sent (e.g. a trainee that returns no logprobs).
+Probe = Callable[[list[dict[str, Any]]], None]
 
 
 @dataclass(frozen=True)
@@ -343,14 +346,24 @@ class LLMExecutor:
             )
 
     # -- entry points ----------------------------------------------------------------------
-    def execute(self, requests: DataFrame, stage: str) -> ExecutionSummary:
-        """Send every request of ``requests`` not yet answered ok; record all outcomes."""
+    def execute(
+        self, requests: DataFrame, stage: str, probe: Probe | None = None
+    ) -> ExecutionSummary:
+        """Send every request of ``requests`` not yet answered ok; record all outcomes.
+
+        With ``probe``, one of the requests is sent alone first and ``probe`` sees its call
+        row: it raises to stop before anything else is paid for. The probe is a real
+        request of the set, so it costs nothing extra and the stage does not wait for a
+        separate round.
+        """
         self.recover_staged()
         requests = requests.select(*REQUEST_SCHEMA.fieldNames()).dropDuplicates(["request_id"])
         done = self.tables.read("llm_calls").filter(F.col("status") == "ok").select("request_id")
         pending = requests.join(done, "request_id", "left_anti")
         out = T.StructType([T.StructField("request_id", T.StringType())])
-        summary, _ = self._run(pending, _send_request, out, stage, "request_id", 1, None, None)
+        summary, _ = self._run(
+            pending, _send_request, out, stage, "request_id", 1, None, None, probe
+        )
         summary.requested = requests.count()
         summary.cached = summary.requested - summary.sent
         if not summary.sent:
@@ -401,6 +414,7 @@ class LLMExecutor:
         calls_per_row: int,
         roles: tuple[str, ...] | None,
         scratch_path: str | None,
+        probe: Probe | None = None,
     ) -> tuple[ExecutionSummary, DataFrame | None]:
         t0 = time.monotonic()
         summary = ExecutionSummary()
@@ -410,7 +424,9 @@ class LLMExecutor:
         per_wave = max(1, cfg.llm.wave_size // max(1, calls_per_row))
         staged = _Staged()
         try:
-            n_rows = self._write_pending(rows, key, per_wave, slots, pending_path)
+            n_rows = self._write_pending(
+                rows, key, per_wave, slots, pending_path, probe is not None
+            )
             if n_rows == 0:
                 summary.seconds = time.monotonic() - t0
                 return summary, self._outputs([], out_schema, scratch_path)
@@ -444,6 +460,7 @@ class LLMExecutor:
                 summary,
                 before,
                 staged,
+                probe,
             )
         finally:
             fsutil.delete(self.spark, pending_path)
@@ -475,15 +492,19 @@ class LLMExecutor:
         summary: ExecutionSummary,
         before: tuple[int, float],
         staged: _Staged,
+        probe: Probe | None = None,
     ) -> None:
         """Submit waves keeping two in flight; each finished wave lands in ``staged``, also
-        when this raises, so the caller merges everything that was paid for."""
+        when this raises, so the caller merges everything that was paid for. With ``probe``
+        the pending row of wave -1 runs alone first."""
         sc = self.spark.sparkContext
         t0 = last_merge = time.monotonic()
         inflight: deque[_Wave] = deque()
 
         def job(w: int, path: str, acc: Any) -> None:
-            sc.setJobDescription(f"{stage}: LLM wave {w + 1}/{waves}")
+            sc.setJobDescription(
+                f"{stage}: LLM probe" if w < 0 else f"{stage}: LLM wave {w + 1}/{waves}"
+            )
             (
                 keyed.filter(F.col("_wave") == w)
                 .drop("_wave")
@@ -516,6 +537,18 @@ class LLMExecutor:
                 summary.cost,
             )
 
+        if probe is not None:
+            path = f"{self._staging_root()}/{stage}-{uuid.uuid4().hex[:12]}"
+            acc = sc.accumulator({}, _StatsParam())
+            try:
+                job(-1, path, acc)
+            finally:
+                sc.setJobDescription(None)
+            staged.paths.append(path)
+            summary.add_stats(acc.value)
+            calls = self.spark.read.parquet(path).select(F.explode("calls").alias("c"))
+            probe([r.asDict() for r in calls.select("c.*").collect()])
+            self.log.info("[%s] probe request answered as expected; sending the rest", stage)
         with ThreadPoolExecutor(
             max_workers=_IN_FLIGHT_WAVES, thread_name_prefix="llm-wave"
         ) as pool:
@@ -546,21 +579,26 @@ class LLMExecutor:
                 sc.setJobDescription(None)
 
     def _write_pending(
-        self, rows: DataFrame, key: str, per_wave: int, slots: int, path: str
+        self, rows: DataFrame, key: str, per_wave: int, slots: int, path: str, probe: bool
     ) -> int:
         """Write the rows to send once, one folder per wave and ``slots`` files in each.
 
         A wave's job then reads its own folder into one task per slot without a shuffle:
         a shuffle stage would wait for a free slot, i.e. for the previous wave to end.
+        With ``probe`` the row with the smallest key goes to wave -1, to be sent alone.
         """
         rows.write.mode("overwrite").parquet(f"{path}-all")
         try:
             n_rows = self.spark.read.parquet(f"{path}-all").count()
             if n_rows:
                 waves = max(1, math.ceil(n_rows / per_wave))
+                wave = F.pmod(F.xxhash64(key), F.lit(waves))
+                if probe:
+                    first = self.spark.read.parquet(f"{path}-all").agg(F.min(key)).first()[0]
+                    wave = F.when(F.col(key) == F.lit(first), F.lit(-1)).otherwise(wave)
                 (
                     self.spark.read.parquet(f"{path}-all")
-                    .withColumn("_wave", F.pmod(F.xxhash64(key), F.lit(waves)))
+                    .withColumn("_wave", wave)
                     .repartition(slots)
                     .write.mode("overwrite")
                     .partitionBy("_wave")

@@ -4,8 +4,8 @@ The trainee answers each statement closed-book with one token and its top-k
 log-probabilities (method.md §5.2); yes/no masses over all candidates give p_yes and the
 loss −ln P(correct label) (§5.3). ``gap_scores`` averages per element; ``calibration``
 holds binned ECE, MCE and Brier per scope, computed from Spark aggregates (no corpus is
-collected). A trainee endpoint without logprobs is a configuration error found by a probe
-before any statement is sent — never a silent constant loss.
+collected). A trainee endpoint without logprobs is a configuration error found by the first
+statement, sent alone before any other — never a silent constant loss.
 """
 
 from __future__ import annotations
@@ -56,30 +56,29 @@ def judge_request(cfg: Config, text: str, language: str) -> dict:
     )
 
 
-def preflight(ctx: StageContext, llm: LLMExecutor) -> None:
-    """One probe through the request table (cached, costed): the trainee must return
-    logprobs.content[0].top_logprobs before any statement is sent."""
-    cfg = ctx.cfg
+def logprobs_probe(cfg: Config):
+    """The check on the first statement sent, alone, before any other (executor probe):
+    the trainee must return logprobs with top_logprobs, else nothing more is paid for."""
     ep = resolve_endpoint(cfg, "trainee")
-    probe = judge_request(cfg, "Water boils at 100 degrees Celsius at sea level.", "en")
-    probe_df = ctx.spark.createDataFrame([probe], REQUEST_SCHEMA)
-    llm.execute(probe_df, STAGE)
-    outcome = llm.results(probe_df).first()
-    if outcome["status"] == "ok":
-        first = json.loads(outcome["logprobs"] or "[]")
-        if first and first[0].get("top_logprobs"):
+
+    def check(calls: list[dict]) -> None:
+        first = calls[0]
+        if first["status"] == "ok":
             return
-    if outcome["status"] == "ok" or outcome["error_kind"] == "no_logprobs":
-        raise ConfigError(
-            f"the trainee endpoint {ep.base_url} (model {ep.model}) returned no chat logprobs: "
-            "gap scoring needs `logprobs` with `top_logprobs` (vLLM and SGLang serve them). "
-            "Point TRAINEE_BASE_URL / llm.trainee at such an endpoint, or set `gap_scoring: off` "
-            "to sample without gap scores."
+        if first["error_kind"] == "no_logprobs":
+            raise ConfigError(
+                f"the trainee endpoint {ep.base_url} (model {ep.model}) returned no chat "
+                "logprobs: gap scoring needs `logprobs` with `top_logprobs` (vLLM and SGLang "
+                "serve them). Point TRAINEE_BASE_URL / llm.trainee at such an endpoint, or set "
+                "`gap_scoring: off` to sample without gap scores."
+            )
+        raise RuntimeError(
+            f"judge: the first statement sent to the trainee endpoint {ep.base_url} (model "
+            f"{ep.model}) failed, so no other was sent: {first['error_kind']}: "
+            f"{first['error']}. Rerun the same command once the endpoint answers."
         )
-    raise RuntimeError(
-        f"judge: the probe call to the trainee endpoint {ep.base_url} (model {ep.model}) failed: "
-        f"{outcome['error_kind']}: {outcome['error']}"
-    )
+
+    return check
 
 
 def _verdict_fn(cfg: Config, trainee_model: str):
@@ -221,7 +220,6 @@ def run(ctx: StageContext) -> StageResult:
     n_todo = todo.count()
     result = StageResult({"statements_to_judge": n_todo})
     if n_todo:
-        preflight(ctx, llm)
         reqs = (
             todo.select("statement_id", "text", "language")
             .mapInPandas(
@@ -242,7 +240,10 @@ def run(ctx: StageContext) -> StageResult:
             )
             .localCheckpoint()
         )
-        result.add(llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE).to_result())
+        summary = llm.execute(
+            reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE, probe=logprobs_probe(cfg)
+        )
+        result.add(summary.to_result())
         answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
         judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
         res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
