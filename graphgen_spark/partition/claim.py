@@ -176,7 +176,7 @@ def by_claim(
     parts = []
     rounds_parts = []
     if placed:
-        claims = _union(placed)
+        claims = union_all(placed)
         parts.append(_rows(claims, nodes, edges, params))
         rounds_parts.append(claims.filter(F.col("pos") == 0).select("seed_id", "round"))
     if finish is not None:
@@ -186,15 +186,16 @@ def by_claim(
         parts.append(_isolated(nodes, edges))
     empty_rounds = spark.createDataFrame([], "seed_id string, round int")
     return ClaimRun(
-        batches=_union(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
-        seed_rounds=_union(rounds_parts) if rounds_parts else empty_rounds,
+        batches=union_all(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
+        seed_rounds=union_all(rounds_parts) if rounds_parts else empty_rounds,
         rounds=rounds,
         claimed=total - remaining,
         collected=remaining,
     )
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
+def union_all(frames: list[DataFrame]) -> DataFrame:
+    """``unionByName`` of one or more frames with the same columns."""
     out = frames[0]
     for f in frames[1:]:
         out = out.unionByName(f)
@@ -285,7 +286,7 @@ def _expansions(live: DataFrame, seeds: DataFrame, p: Params) -> DataFrame:
         frontier = reached.join(
             frontier.select("seed_id", "node"), ["seed_id", "node"], "left_anti"
         )
-    return _union(picked)
+    return union_all(picked)
 
 
 # ---------------------------------------------------------------- rows

@@ -24,7 +24,7 @@ from graphgen_spark.config import Config
 from graphgen_spark.graph.stats import connected_components
 from graphgen_spark.ids import h, h_col
 from graphgen_spark.partition.claim import ENGINE as CLAIM
-from graphgen_spark.partition.claim import by_claim, rank_units, unsupported
+from graphgen_spark.partition.claim import by_claim, rank_units, union_all, unsupported
 from graphgen_spark.partition.engine import per_component
 from graphgen_spark.partition.reference import Params
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
@@ -308,10 +308,7 @@ def _build_batches(
             ).withColumn("engine", F.lit(COMPONENT))
         )
         counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(claim_ids)
-    batches = parts[0]
-    for part in parts[1:]:
-        batches = batches.unionByName(part)
-    return batches, counts
+    return union_all(parts), counts
 
 
 def _partition_method(
