@@ -20,7 +20,7 @@ from test_partition_reference import e, islands, n, path, star, triangle_tail
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
-from graphgen_spark.partition.claim import by_claim, rank_units, unsupported
+from graphgen_spark.partition.claim import by_claim, global_position, rank_units, unsupported
 from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
@@ -308,6 +308,25 @@ def test_rank_units_is_the_reference_order(spark):
             for r in rank_units(nodes, edges, sampling, strategy).collect()
         }
         assert got == g.ranks(sampling, strategy)
+
+
+def test_global_position_counts_across_sorted_partitions(spark):
+    """Positions stay global when the range sort spreads rows over several partitions."""
+    conf = {"spark.sql.adaptive.enabled": "false", "spark.sql.shuffle.partitions": "5"}
+    before = {k: spark.conf.get(k) for k in conf}
+    try:
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        df = spark.range(1000).select(F.col("id").cast("string").alias("k"), "id").repartition(3)
+        order = [F.col("id") % 7, F.desc("id")]
+        got = {r["k"]: r["pos"] for r in global_position(df, order, "pos").collect()}
+        sorted_rows = df.orderBy(*order).select("k", F.spark_partition_id().alias("p")).collect()
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+    assert len({r["p"] for r in sorted_rows}) > 1  # the case this guards
+    want = sorted(range(1000), key=lambda i: (i % 7, -i))
+    assert got == {str(i): n + 1 for n, i in enumerate(want)}
 
 
 def test_unsupported_configurations_are_named():

@@ -76,12 +76,19 @@ def unsupported(method: str, params: Params) -> str | None:
 # ---------------------------------------------------------------- the §6.1 order in Spark
 
 
-def rank_units(nodes: DataFrame, edges: DataFrame, sampling: str, loss_strategy: str) -> DataFrame:
+def rank_units(
+    nodes: DataFrame,
+    edges: DataFrame,
+    sampling: str,
+    loss_strategy: str,
+    materialise: Callable[[DataFrame], DataFrame] | None = None,
+) -> DataFrame:
     """``(unit_id, seed_rank)``: position (1-based) of every entity and relation in §6.1 order.
 
     The same order as :meth:`Graph.ranks`: loss (NULL last), then ``rr``, then id. Under
     ``both`` a relation's key adds the known parts in the reference's order (src, dst, edge),
-    so the double is bit-identical and ties break the same way.
+    so the double is bit-identical and ties break the same way. The ranking is a distributed
+    sort (:func:`global_position`), never a window over one partition.
     """
     if loss_strategy == "both":
         ends = nodes.select(F.col("entity_id").alias("e"), F.col("loss").alias("l"))
@@ -103,8 +110,43 @@ def rank_units(nodes: DataFrame, edges: DataFrame, sampling: str, loss_strategy:
     else:
         value = F.col("value") if sampling == "min_loss" else -F.col("value")
         order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
-    return units.select(
-        "unit_id", F.row_number().over(Window.orderBy(*order)).cast("long").alias("seed_rank")
+    return global_position(units, order, "seed_rank", materialise)
+
+
+def global_position(
+    df: DataFrame,
+    order: list[Column],
+    name: str,
+    materialise: Callable[[DataFrame], DataFrame] | None = None,
+) -> DataFrame:
+    """``df``'s first column with its 1-based position ``name`` in ``order`` (a total order).
+
+    ``row_number()`` over an unpartitioned window moves every row into one task; here the
+    rows are range-sorted over all partitions, each row takes its index inside its sorted
+    partition, and a partition's offset is the row count of the partitions before it (one
+    small collect). The sorted rows are materialised first so the counts and the indexes
+    see the same partitions (range bounds come from sampling).
+    """
+    keep = materialise or (lambda frame: frame.localCheckpoint(eager=True))
+    key = df.columns[0]
+    part = F.spark_partition_id()
+    sorted_rows = keep(
+        df.orderBy(*order).select(
+            key,
+            part.alias("_p"),
+            # monotonically_increasing_id is (partition index << 33) + index in the partition
+            (F.monotonically_increasing_id() - F.shiftleft(part.cast("long"), 33)).alias("_i"),
+        )
+    )
+    counts = sorted_rows.groupBy("_p").count().orderBy("_p").collect()
+    offsets, seen = [], 0
+    for row in counts:
+        offsets.append((row["_p"], seen))
+        seen += row["count"]
+    spark = df.sparkSession
+    offset = spark.createDataFrame(offsets or [(0, 0)], "_p int, _o long")
+    return sorted_rows.join(F.broadcast(offset), "_p").select(
+        key, (F.col("_o") + F.col("_i") + 1).cast("long").alias(name)
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -130,9 +131,14 @@ def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFram
     return nodes, edges, engine
 
 
-def unit_ranks(nodes: DataFrame, edges: DataFrame, cfg: Config) -> DataFrame:
+def unit_ranks(
+    nodes: DataFrame,
+    edges: DataFrame,
+    cfg: Config,
+    materialise: Callable[[DataFrame], DataFrame] | None = None,
+) -> DataFrame:
     """``(unit_id, seed_rank)``: position of every unit in the §6.1 order."""
-    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy)
+    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy, materialise)
 
 
 def difficulty_cuts(batches: DataFrame) -> tuple[float, float] | None:
@@ -172,7 +178,7 @@ def run(ctx: StageContext) -> StageResult:
         nodes, edges, comp_engine = unit_frames(ctx, f"{scratch.path}/checkpoint")
         nodes = scratch.materialise(nodes)
         edges = scratch.materialise(edges)
-        ranks = scratch.materialise(unit_ranks(nodes, edges, cfg))
+        ranks = scratch.materialise(unit_ranks(nodes, edges, cfg, scratch.materialise))
         giant = giant_components(edges, cfg.partition.local_max_edges)
         if giant:
             log.log(
