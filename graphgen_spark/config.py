@@ -246,18 +246,21 @@ class PartitionConfig(_Section):
     max_units_per_community: int = Field(1, ge=1)
     community: CommunityConfig = Field(default_factory=CommunityConfig)
     anchor: AnchorConfig = Field(default_factory=AnchorConfig)
-    engine: Literal["auto", "component", "claim"] = Field(
+    engine: Literal["auto", "component", "claim", "rounds"] = Field(
         "auto",
         description="component: the sequential algorithm per connected component; claim: "
-        "ece/edge_seed by claim rounds (method §6.9); auto: component up to local_max_edges "
-        "relations, claim above",
+        "ece/edge_seed by claim rounds (method §6.9, meets the contract); rounds: ece/edge_seed "
+        "by exact rounds (equal to the sequential result); auto: component up to "
+        "local_max_edges relations, above that claim (max_width) or rounds (max_tokens)",
     )
     local_max_edges: int = Field(500_000, ge=1)
     max_rounds: int = Field(
-        50, ge=0, description="claim engine: rounds before the driver finishes sequentially"
+        50, ge=0, description="claim/rounds engines: rounds before the driver finishes"
     )
     collect_threshold: int = Field(
-        100_000, ge=0, description="claim engine: finish on the driver below this many relations"
+        100_000,
+        ge=0,
+        description="claim/rounds engines: finish on the driver below this many relations",
     )
 
     @model_validator(mode="after")
@@ -266,7 +269,8 @@ class PartitionConfig(_Section):
             raise ValueError(
                 f"partition.collect_threshold ({self.collect_threshold}) must be <= "
                 f"partition.local_max_edges ({self.local_max_edges}) under engine=auto: the "
-                "claim engine would collect a component the per-component engine found too large"
+                "claim/rounds engine would collect a component the per-component engine found "
+                "too large"
             )
         return self
 

@@ -20,9 +20,10 @@ from test_partition_reference import e, islands, n, path, star, triangle_tail
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
-from graphgen_spark.partition.claim import by_claim, global_position, rank_units, unsupported
+from graphgen_spark.partition.claim import by_claim, unsupported
 from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
+from graphgen_spark.partition.distributed import global_position, rank_units
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
 from graphgen_spark.partition.reference import EDGE_SEED, Params, _expand_width, partition
 from graphgen_spark.stages import partition as stage
@@ -282,7 +283,7 @@ def test_rounds_then_sequential_finish(spark, params, limits):
         assert run.rounds == 2
     else:
         assert run.collected < 200
-    assert run.claimed + run.collected == len(graph.edges)
+    assert run.placed + run.collected == len(graph.edges)
     assert sum(1 for s in rounds.values() if s == run.rounds + 1) >= 1  # finish seeds
     for g in RANDOM[:6]:
         got = of(g, rows)
@@ -355,13 +356,12 @@ def test_config_engine_settings():
 
 def test_engine_plan():
     giant = ["c1"]
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), giant) == ("mixed", giant)
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), []) == ("component", [])
-    assert stage.engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", [])
-    assert stage.engine_plan("claim", "ece/unit", Params(), giant) == ("component", [])
-    maxtok = Params(expand_method="max_tokens")
-    assert stage.engine_plan("auto", EDGE_SEED, maxtok, giant) == ("component", [])
-    assert stage.engine_plan("component", EDGE_SEED, Params(), giant) == ("component", [])
+    assert stage.engine_plan("auto", EDGE_SEED, Params(), giant) == ("claim", giant)
+    assert stage.engine_plan("auto", EDGE_SEED, Params(), []) == ("component", None)
+    assert stage.engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", None)
+    assert stage.engine_plan("claim", "ece/unit", Params(), giant) == ("component", None)
+    assert stage.engine_plan("auto", "ece/unit", Params(), giant) == ("component", None)
+    assert stage.engine_plan("component", EDGE_SEED, Params(), giant) == ("component", None)
 
 
 def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_path):

@@ -45,20 +45,14 @@ batch per round, so ``max_rounds`` bounds the rounds and the driver finishes the
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from graphgen_spark.partition.engine import BATCH_SCHEMA, build_graph
-from graphgen_spark.partition.reference import EDGE_SEED, Params, ece_edge_seed
+from graphgen_spark.partition.distributed import RoundsRun, in_rounds, union_all
+from graphgen_spark.partition.reference import EDGE_SEED, Params
 
 ENGINE = "claim"
-LOG = logging.getLogger(__name__)
 
 
 def unsupported(method: str, params: Params) -> str | None:
@@ -73,175 +67,20 @@ def unsupported(method: str, params: Params) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- the §6.1 order in Spark
-
-
-def rank_units(
-    nodes: DataFrame,
-    edges: DataFrame,
-    sampling: str,
-    loss_strategy: str,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-) -> DataFrame:
-    """``(unit_id, seed_rank)``: position (1-based) of every entity and relation in §6.1 order.
-
-    The same order as :meth:`Graph.ranks`: loss (NULL last), then ``rr``, then id. Under
-    ``both`` a relation's key adds the known parts in the reference's order (src, dst, edge),
-    so the double is bit-identical and ties break the same way. The ranking is a distributed
-    sort (:func:`global_position`), never a window over one partition.
-    """
-    if loss_strategy == "both":
-        ends = nodes.select(F.col("entity_id").alias("e"), F.col("loss").alias("l"))
-        parts = [F.col("ls"), F.col("ld"), F.col("loss")]
-        total = (F.coalesce(parts[0], F.lit(0.0)) + F.coalesce(parts[1], F.lit(0.0))) + F.coalesce(
-            parts[2], F.lit(0.0)
-        )
-        edge_value = (
-            edges.join(ends.withColumnRenamed("e", "src_id").withColumnRenamed("l", "ls"), "src_id")
-            .join(ends.withColumnRenamed("e", "dst_id").withColumnRenamed("l", "ld"), "dst_id")
-            .select("edge_id", "rr", F.when(F.coalesce(*parts).isNotNull(), total).alias("value"))
-        )
-    else:
-        edge_value = edges.select("edge_id", "rr", F.col("loss").alias("value"))
-    units = nodes.select(F.col("entity_id").alias("unit_id"), "rr", F.col("loss").alias("value"))
-    units = units.union(edge_value.withColumnRenamed("edge_id", "unit_id"))
-    if sampling == "random":
-        order = [F.col("rr"), F.col("unit_id")]
-    else:
-        value = F.col("value") if sampling == "min_loss" else -F.col("value")
-        order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
-    return global_position(units, order, "seed_rank", materialise)
-
-
-def global_position(
-    df: DataFrame,
-    order: list[Column],
-    name: str,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-) -> DataFrame:
-    """``df``'s first column with its 1-based position ``name`` in ``order`` (a total order).
-
-    ``row_number()`` over an unpartitioned window moves every row into one task; here the
-    rows are range-sorted over all partitions, each row takes its index inside its sorted
-    partition, and a partition's offset is the row count of the partitions before it (one
-    small collect). The sorted rows are materialised first so the counts and the indexes
-    see the same partitions (range bounds come from sampling).
-    """
-    keep = materialise or (lambda frame: frame.localCheckpoint(eager=True))
-    key = df.columns[0]
-    part = F.spark_partition_id()
-    sorted_rows = keep(
-        df.orderBy(*order).select(
-            key,
-            part.alias("_p"),
-            # monotonically_increasing_id is (partition index << 33) + index in the partition
-            (F.monotonically_increasing_id() - F.shiftleft(part.cast("long"), 33)).alias("_i"),
-        )
-    )
-    counts = sorted_rows.groupBy("_p").count().orderBy("_p").collect()
-    offsets, seen = [], 0
-    for row in counts:
-        offsets.append((row["_p"], seen))
-        seen += row["count"]
-    spark = df.sparkSession
-    offset = spark.createDataFrame(offsets or [(0, 0)], "_p int, _o long")
-    return sorted_rows.join(F.broadcast(offset), "_p").select(
-        key, (F.col("_o") + F.col("_i") + 1).cast("long").alias(name)
-    )
-
-
 # ---------------------------------------------------------------- the engine
 
 
-@dataclass(frozen=True)
-class ClaimRun:
-    """The batches (``BATCH_SCHEMA``) and how they were made.
-
-    ``seed_rounds`` is ``(seed_id, round)`` for every relation seed: rounds 1..``rounds``, and
-    ``rounds + 1`` for the seeds of the sequential finish.
-    """
-
-    batches: DataFrame
-    seed_rounds: DataFrame
-    rounds: int
-    claimed: int  # relations placed by the rounds
-    collected: int  # relations finished sequentially on the driver
-
-
 def by_claim(
-    nodes: DataFrame,
-    edges: DataFrame,
-    params: Params,
-    ranks: DataFrame | None = None,
-    *,
-    max_rounds: int = 50,
-    collect_threshold: int = 100_000,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-    log: logging.Logger | None = None,
-) -> ClaimRun:
-    """Batches of ``ece/edge_seed`` by claim rounds; frames as for ``engine.per_component``.
-
-    ``nodes``/``edges`` carry ``component_id``; ``ranks`` is :func:`rank_units` (computed when
-    not given). ``materialise`` cuts the lineage each round (the stage writes to its scratch
-    folder; default ``localCheckpoint``).
-    """
+    nodes: DataFrame, edges: DataFrame, params: Params, ranks: DataFrame | None = None, **options
+) -> RoundsRun:
+    """Batches of ``ece/edge_seed`` by claim rounds; arguments and ``options`` as for
+    :func:`graphgen_spark.partition.distributed.in_rounds`."""
     reason = unsupported(EDGE_SEED, params)
     if reason:
         raise ValueError(reason)
-    if max_rounds < 0 or collect_threshold < 0:
-        raise ValueError("max_rounds and collect_threshold must be >= 0")
-    log = log or LOG
-    keep = materialise or (lambda df: df.localCheckpoint(eager=True))
-    if ranks is None:
-        ranks = rank_units(nodes, edges, params.sampling, params.loss_strategy)
-    spark = edges.sparkSession
-    edge_rank = ranks.select(F.col("unit_id").alias("edge_id"), F.col("seed_rank").alias("rank"))
-    live = keep(edges.select("edge_id", "src_id", "dst_id").join(edge_rank, "edge_id"))
-    total = remaining = live.count()
-    placed: list[DataFrame] = []  # (seed_id, edge_id, pos, round) per round
-    rounds = 0
-    while remaining and remaining >= collect_threshold and rounds < max_rounds:
-        rounds += 1
-        won = keep(_round(live, params).withColumn("round", F.lit(rounds)))
-        placed.append(won)
-        live = keep(live.join(won.select("edge_id"), "edge_id", "left_anti"))
-        before, remaining = remaining, live.count()
-        log.info(
-            "partition claim round %d: %d relations placed, %d remain",
-            rounds,
-            before - remaining,
-            remaining,
-        )
-    finish = _finish(nodes, edges, live, params, rounds + 1) if remaining else None
-    if remaining:
-        log.info("partition claim: %d relations finished sequentially on the driver", remaining)
-    parts = []
-    rounds_parts = []
-    if placed:
-        claims = union_all(placed)
-        parts.append(_rows(claims, nodes, edges, params))
-        rounds_parts.append(claims.filter(F.col("pos") == 0).select("seed_id", "round"))
-    if finish is not None:
-        parts.append(finish[0])
-        rounds_parts.append(finish[1])
-    if params.isolated_nodes == "add":
-        parts.append(_isolated(nodes, edges))
-    empty_rounds = spark.createDataFrame([], "seed_id string, round int")
-    return ClaimRun(
-        batches=union_all(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
-        seed_rounds=union_all(rounds_parts) if rounds_parts else empty_rounds,
-        rounds=rounds,
-        claimed=total - remaining,
-        collected=remaining,
+    return in_rounds(
+        ENGINE, lambda live, _keep: _round(live, params), nodes, edges, params, ranks, **options
     )
-
-
-def union_all(frames: list[DataFrame]) -> DataFrame:
-    """``unionByName`` of one or more frames with the same columns."""
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f)
-    return out
 
 
 def _round(live: DataFrame, p: Params) -> DataFrame:
@@ -329,150 +168,3 @@ def _expansions(live: DataFrame, seeds: DataFrame, p: Params) -> DataFrame:
             frontier.select("seed_id", "node"), ["seed_id", "node"], "left_anti"
         )
     return union_all(picked)
-
-
-# ---------------------------------------------------------------- rows
-
-
-def _finish(
-    nodes: DataFrame, edges: DataFrame, live: DataFrame, p: Params, round_no: int
-) -> tuple[DataFrame, DataFrame]:
-    """The sequential reference on the untaken relations and their endpoints (driver)."""
-    spark = edges.sparkSession
-    sub_edges = edges.join(live.select("edge_id"), "edge_id")
-    ends = sub_edges.select(F.explode(F.array("src_id", "dst_id")).alias("entity_id")).distinct()
-    sub_nodes = nodes.join(ends, "entity_id")
-    e_pd = sub_edges.select("edge_id", "src_id", "dst_id", "tokens", "loss", "rr", "component_id")
-    n_pd = sub_nodes.select(
-        "entity_id", "tokens", "loss", "rr", "name", "is_placeholder", "type"
-    ).toPandas()
-    e_pd = e_pd.toPandas()
-    component = dict(zip(e_pd["edge_id"], e_pd["component_id"], strict=True))
-    graph = build_graph(n_pd, e_pd)
-    result = ece_edge_seed(graph, replace(p, isolated_nodes="ignore"))
-    rows = [
-        (
-            component[b.seed_id],
-            b.method,
-            b.seed_id,
-            list(b.node_ids),
-            list(b.edge_ids),
-            b.n_units,
-            b.tokens,
-            b.loss,
-            list(b.flags),
-        )
-        for b in result.batches
-    ]
-    batches = spark.createDataFrame(rows, BATCH_SCHEMA)
-    rounds = spark.createDataFrame(
-        [(b.seed_id, round_no) for b in result.batches], "seed_id string, round int"
-    )
-    return batches, rounds
-
-
-def _rows(claims: DataFrame, nodes: DataFrame, edges: DataFrame, p: Params) -> DataFrame:
-    """``BATCH_SCHEMA`` rows from ``(seed_id, edge_id, pos)``: orders, tokens and loss of §6.1."""
-    e = edges.select(
-        "edge_id", "src_id", "dst_id", "component_id", _tokens("tokens"), _loss("loss")
-    )
-    per_seed = (
-        claims.join(e, "edge_id")
-        .groupBy("seed_id")
-        .agg(
-            F.sort_array(
-                F.collect_list(F.struct("pos", "edge_id", "src_id", "dst_id", "tokens", "loss"))
-            ).alias("es"),
-            F.min("component_id").alias("component_id"),
-        )
-        .withColumn(
-            "node_ids",
-            F.array_distinct(F.flatten(F.transform("es", lambda x: F.array(x.src_id, x.dst_id)))),
-        )
-    )
-    n = nodes.select(F.col("entity_id").alias("node"), _tokens("tokens"), _loss("loss"))
-    per_node = (
-        per_seed.select("seed_id", F.posexplode("node_ids").alias("i", "node"))
-        .join(n, "node")
-        .groupBy("seed_id")
-        .agg(F.sort_array(F.collect_list(F.struct("i", "tokens", "loss"))).alias("ns"))
-    )
-    edge_losses = F.filter(F.transform("es", lambda x: x.loss), lambda x: x.isNotNull())
-    node_losses = F.filter(F.transform("ns", lambda x: x.loss), lambda x: x.isNotNull())
-    if p.loss_strategy == "only_edge":
-        loss = F.when(F.size(edge_losses) > 0, _mean(edge_losses)).when(
-            F.size(node_losses) > 0, _mean(node_losses)
-        )
-    else:
-        pool = F.concat(edge_losses, node_losses)
-        loss = F.when(F.size(pool) > 0, _mean(pool))
-    tokens = _sum_long(F.transform("es", lambda x: x.tokens)) + _sum_long(
-        F.transform("ns", lambda x: x.tokens)
-    )
-    edge_ids = F.transform("es", lambda x: x.edge_id)
-    return per_seed.join(per_node, "seed_id").select(
-        "component_id",
-        F.lit(EDGE_SEED).alias("method"),
-        "seed_id",
-        "node_ids",
-        edge_ids.alias("edge_ids"),
-        (F.size("node_ids") + F.size(edge_ids)).cast("int").alias("n_units"),
-        tokens.cast("long").alias("tokens"),
-        loss.cast("double").alias("loss"),
-        F.array().cast("array<string>").alias("flags"),
-    )
-
-
-def _isolated(nodes: DataFrame, edges: DataFrame) -> DataFrame:
-    """One node-only batch per non-placeholder entity of degree 0 (§6.2, ``add``)."""
-    linked = edges.select(F.explode(F.array("src_id", "dst_id")).alias("entity_id"))
-    alone = nodes.filter(~F.coalesce(F.col("is_placeholder"), F.lit(False))).join(
-        linked, "entity_id", "left_anti"
-    )
-    return alone.select(
-        "component_id",
-        F.lit(EDGE_SEED).alias("method"),
-        F.col("entity_id").alias("seed_id"),
-        F.array("entity_id").alias("node_ids"),
-        F.array().cast("array<string>").alias("edge_ids"),
-        F.lit(1).cast("int").alias("n_units"),
-        _tokens("tokens"),
-        _loss("loss"),
-        F.array().cast("array<string>").alias("flags"),
-    )
-
-
-def _tokens(name: str) -> Column:
-    return F.coalesce(F.col(name), F.lit(0)).cast("long").alias(name)
-
-
-def _loss(name: str) -> Column:
-    """A loss as the reference reads it: NaN is no loss, like NULL."""
-    x = F.col(name).cast("double")
-    return F.when(~F.isnan(x), x).alias(name)
-
-
-def _sum_long(values: Column) -> Column:
-    return F.aggregate(values, F.lit(0).cast("long"), lambda acc, x: acc + x)
-
-
-def _mean(values: Column) -> Column:
-    """Σ/len in list order, the way the reference's ``sum(pool) / len(pool)`` rounds.
-
-    Python 3.12 made ``sum`` of floats compensated (Neumaier); this follows the running
-    interpreter so both engines give bit-identical batch losses.
-    """
-    if sys.version_info >= (3, 12):
-        start = F.struct(F.lit(0.0).alias("s"), F.lit(0.0).alias("c"))
-
-        def step(acc: Column, x: Column) -> Column:
-            t = acc.s + x
-            c = F.when(F.abs(acc.s) >= F.abs(x), (acc.s - t) + x).otherwise((x - t) + acc.s)
-            return F.struct(t.alias("s"), (acc.c + c).alias("c"))
-
-        total = F.aggregate(
-            values, start, step, lambda acc: F.when(acc.c != 0, acc.s + acc.c).otherwise(acc.s)
-        )
-    else:
-        total = F.aggregate(values, F.lit(0.0), lambda acc, x: acc + x)
-    return total / F.size(values)

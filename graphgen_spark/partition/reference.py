@@ -146,7 +146,6 @@ def ece_edge_seed(graph: Graph, params: Params | None = None) -> Partition:
     """Greedy seed-and-expand over relations by rank; every relation lands exactly once."""
     p = params or Params()
     rank = graph.ranks(p.sampling, p.loss_strategy)
-    expand = _expand_width if p.expand_method == "max_width" else _expand_tokens
     taken: set[str] = set()
     batches: list[Batch] = []
     for s in by_rank(graph.edges, rank):
@@ -163,6 +162,13 @@ def ece_edge_seed(graph: Graph, params: Params | None = None) -> Partition:
     if p.isolated_nodes == "add":
         batches += [make_batch(graph, EDGE_SEED, v, [v], [], p.loss_strategy) for v in isolated]
     return _partition(graph, EDGE_SEED, batches)
+
+
+def expand(graph: Graph, seed: str, taken: set[str], rank: dict[str, int], p: Params) -> list[str]:
+    """The seed's extra relations by ``p.expand_method`` (§6.3 / §6.4), added to ``taken``."""
+    if p.expand_method == "max_width":
+        return _expand_width(graph, seed, taken, rank, p)
+    return _expand_tokens(graph, seed, taken, rank, p)
 
 
 def _edge_seed_flags(graph: Graph, edges: list[str], p: Params) -> tuple[str, ...]:

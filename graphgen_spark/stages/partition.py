@@ -4,9 +4,10 @@ The methods come from the configured generation modes (§7.2 defaults, `generate
 overrides). Every unit gets its sort key in Spark (loss from the trainee's `gap_scores`,
 then `rr`, then id); components come from GraphFrames or DataFrame label propagation; the
 per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches, and
-for `ece/edge_seed` the claim engine (:mod:`graphgen_spark.partition.claim`) takes the
-components over `partition.local_max_edges` relations (`engine: auto`) or every component
-(`engine: claim`); each row's `engine` column names the engine that built it.
+for `ece/edge_seed` the components over `partition.local_max_edges` relations go to the
+claim engine (:mod:`graphgen_spark.partition.claim`, `max_width`) or the exact rounds engine
+(:mod:`graphgen_spark.partition.rounds`, `max_tokens`) under `engine: auto`; `engine: claim`
+or `rounds` runs every component that way. Each row's `engine` column names the engine.
 Rows are keyed by ``batch_id = h(method, config_hash, seed_id)``: a rerun on the same graph
 writes nothing, a changed graph rewrites only the batches whose content changed and
 removes batches of the same configuration that no longer exist.
@@ -25,9 +26,14 @@ from graphgen_spark.config import Config
 from graphgen_spark.graph.stats import connected_components
 from graphgen_spark.ids import h, h_col
 from graphgen_spark.partition.claim import ENGINE as CLAIM
-from graphgen_spark.partition.claim import by_claim, rank_units, union_all, unsupported
+from graphgen_spark.partition.claim import by_claim
+from graphgen_spark.partition.claim import unsupported as claim_unsupported
+from graphgen_spark.partition.distributed import rank_units, union_all
 from graphgen_spark.partition.engine import per_component
 from graphgen_spark.partition.reference import Params
+from graphgen_spark.partition.rounds import ENGINE as ROUNDS
+from graphgen_spark.partition.rounds import by_rounds
+from graphgen_spark.partition.rounds import unsupported as rounds_unsupported
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
@@ -191,7 +197,7 @@ def run(ctx: StageContext) -> StageResult:
                 cfg.partition.engine,
                 "each runs in one task"
                 if cfg.partition.engine == COMPONENT
-                else "ece/edge_seed runs them by claim rounds (method §6.9)",
+                else "ece/edge_seed runs them by rounds (method §6.9)",
             )
         if cfg.partition.community.use_lcc:
             top = edges.groupBy("component_id").count().orderBy(F.desc("count"), "component_id")
@@ -231,20 +237,27 @@ def giant_components(edges: DataFrame, local_max_edges: int) -> dict[str, int]:
     return {r["component_id"]: r["count"] for r in over.collect()}
 
 
+def _unsupported(engine: str, method: str, params: Params) -> str | None:
+    return {CLAIM: claim_unsupported, ROUNDS: rounds_unsupported}[engine](method, params)
+
+
 def engine_plan(
     engine: str, method: str, params: Params, giant: list[str]
-) -> tuple[str, list[str]]:
-    """Which engine runs which components of ``method``.
-
-    ``(COMPONENT, [])``: per component everywhere (also whenever the claim engine cannot run
-    the method); ``(CLAIM, [])``: the claim engine everywhere (``engine: claim``);
-    ``("mixed", giant)``: the claim engine on the giant components, per component elsewhere.
-    """
-    if engine == COMPONENT or unsupported(method, params):
-        return COMPONENT, []
-    if engine == CLAIM:
-        return CLAIM, []
-    return ("mixed", giant) if giant else (COMPONENT, [])
+) -> tuple[str, list[str] | None]:
+    """Which engine runs which components of ``method``: ``(name, None)`` runs every
+    component; ``(name, ids)`` runs the giant components ``ids``, the per-component engine
+    the rest. ``auto`` prefers the claim engine (faster) and takes the exact rounds engine
+    where claim cannot run (``max_tokens``); an engine that cannot run the method falls
+    back to per component."""
+    if engine == COMPONENT:
+        return COMPONENT, None
+    if engine in (CLAIM, ROUNDS):
+        return (COMPONENT if _unsupported(engine, method, params) else engine), None
+    if giant:
+        for name in (CLAIM, ROUNDS):
+            if not _unsupported(name, method, params):
+                return name, giant
+    return COMPONENT, None
 
 
 def _build_batches(
@@ -261,31 +274,32 @@ def _build_batches(
     cfg = ctx.cfg
     p, comm = cfg.partition, cfg.partition.community
     key = method.replace("/", "_")
-    mode, claim_ids = engine_plan(p.engine, method, params, giant)
-    reason = unsupported(method, params)
-    if reason and (p.engine == CLAIM or (p.engine == "auto" and giant)):
+    name, ids = engine_plan(p.engine, method, params, giant)
+    wanted = [p.engine] if p.engine in (CLAIM, ROUNDS) else [CLAIM, ROUNDS] if giant else []
+    if name == COMPONENT and p.engine != COMPONENT and wanted:
+        reasons = "; ".join(_unsupported(e, method, params) or "" for e in wanted)
         ctx.log.warning(
             "partition %s: the per-component engine runs every component (%s)%s",
             method,
-            reason,
+            reasons,
             f"; {len(giant)} of them over partition.local_max_edges run in one task each"
             if giant
             else "",
         )
     n_components = nodes.select("component_id").distinct().count()
-    counts = {f"{key}_engine_{CLAIM}_components": 0, f"{key}_engine_{COMPONENT}_components": 0}
+    counts = {f"{key}_engine_{e}_components": 0 for e in (COMPONENT, CLAIM, ROUNDS)}
     parts: list[DataFrame] = []
     local_nodes, local_edges = nodes, edges
-    if mode != COMPONENT:
-        if claim_ids:
-            inside = F.col("component_id").isin(claim_ids)
-            claim_nodes, claim_edges = nodes.filter(inside), edges.filter(inside)
+    if name != COMPONENT:
+        if ids is not None:
+            inside = F.col("component_id").isin(ids)
+            big_nodes, big_edges = nodes.filter(inside), edges.filter(inside)
             local_nodes, local_edges = nodes.filter(~inside), edges.filter(~inside)
         else:
-            claim_nodes, claim_edges = nodes, edges
-        run = by_claim(
-            claim_nodes,
-            claim_edges,
+            big_nodes, big_edges = nodes, edges
+        run = (by_claim if name == CLAIM else by_rounds)(
+            big_nodes,
+            big_edges,
             params,
             ranks,
             max_rounds=p.max_rounds,
@@ -293,27 +307,28 @@ def _build_batches(
             materialise=scratch.materialise,
             log=ctx.log,
         )
-        parts.append(run.batches.withColumn("engine", F.lit(CLAIM)))
-        claimed = len(claim_ids) if claim_ids else n_components
-        counts[f"{key}_engine_{CLAIM}_components"] = claimed
-        counts[f"{key}_claim_rounds"] = run.rounds
-        counts[f"{key}_claim_collected"] = run.collected
+        parts.append(run.batches.withColumn("engine", F.lit(name)))
+        taken = len(ids) if ids is not None else n_components
+        counts[f"{key}_engine_{name}_components"] = taken
+        counts[f"{key}_{name}_rounds"] = run.rounds
+        counts[f"{key}_{name}_collected"] = run.collected
         ctx.log.info(
-            "partition %s: claim engine on %d components: %d rounds placed %d relations, "
+            "partition %s: %s engine on %d components: %d rounds placed %d relations, "
             "%d finished on the driver",
             method,
-            claimed,
+            name,
+            taken,
             run.rounds,
-            run.claimed,
+            run.placed,
             run.collected,
         )
-    if mode != CLAIM:
+    if name == COMPONENT or ids is not None:
         parts.append(
             per_component(
                 local_nodes, local_edges, method, params, comm.max_size, comm.seed
             ).withColumn("engine", F.lit(COMPONENT))
         )
-        counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(claim_ids)
+        counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(ids or [])
     return union_all(parts), counts
 
 
