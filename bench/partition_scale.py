@@ -25,7 +25,8 @@ Then, one after the other on the same machine, each in its own process:
   method §6.2, with the stage's parameters. Timed from reading its input to the last batch
   (interpreter start and imports excluded); peak memory = the child's ``ru_maxrss``
   (``os.wait4``). Once per shape and size; every engine run below is set beside it.
-* **spark**, once per engine of the shape (``--engines-giant``, default ``component,claim``;
+* **spark**, once per engine of the shape (``--engines-giant``, default ``component,claim``,
+  ``rounds`` on request;
   ``--engines-many``, default ``auto``): a child process with a fresh ``local[2]`` JVM writes
   the Delta tables, warms up on a 300-edge graph (not timed; claim runs warm up with two
   claim rounds) and runs ``graphgen_spark.stages.partition.run(StageContext(...))`` with
@@ -39,13 +40,15 @@ Then, one after the other on the same machine, each in its own process:
     (exact); on ``giant`` the whole graph is one task.
   - ``claim``: "rounds, by claim" (method §6.9) on every component: meets the contract, not
     sequential equality.
+  - ``rounds``: "rounds, exact" (method §6.9) on every component: each round expands the
+    relations that rank best within twice the expansion depth; equal to the reference.
   - ``auto``: the product default, component up to ``partition.local_max_edges`` relations
     per component and claim above (``--local-max-edges`` overrides it for the bench, e.g.
     to make ``auto`` route a small giant component to the claim engine).
 
 * **check** (not part of any measured figure), a child that reads both sets of batches:
 
-  - batches built by the exact engine (``engine = component``) must equal the reference's
+  - batches built by an exact engine (``component``, ``rounds``) must equal the reference's
     batch for the same seed (seed_id → edge_ids, in order), or the benchmark fails;
   - batches built by the claim engine are checked against the §6.9 contract
     (:func:`graphgen_spark.partition.contract.check_contract`, properties 1–5) on graphs of
@@ -69,7 +72,7 @@ its trend, and a log-log extrapolation from the two largest sizes (an estimate, 
 measurement).
 
 ``python -m bench.partition_scale [--sizes 10000,100000,1000000] [--shapes giant,many]
-[--engines-giant component,claim] [--engines-many auto] [--seed N] [--no-write] [--keep]``;
+[--engines-giant component,claim,rounds] [--engines-many auto] [--seed N] [--no-write] [--keep]``;
 writes ``bench/results/partition_scale.json``. Progress (which shape, size and engine is
 running, and every ``--progress-interval`` seconds the child's last log line, e.g. its
 claim round) goes to stderr.
@@ -291,9 +294,11 @@ def write_parquet(g: dict[str, Any], folder: Path) -> None:
     )
 
 
-ENGINES = ("auto", "component", "claim")
+ENGINES = ("auto", "component", "claim", "rounds")
 EXACT = "component"
 CLAIM = "claim"
+ROUNDS = "rounds"  # exact too: checked by equality like the per-component engine
+ROUND_ENGINES = (CLAIM, ROUNDS)
 CLAIM_COLLECT_SHARE = 0.10  # bench default collect threshold: 10 % of the relations ...
 
 
@@ -688,7 +693,7 @@ class _Phases:
     NAMES = (
         "materialise nodes (entities + components + losses + rr)",
         "materialise edges",
-        "materialise ranks (global row_number)",
+        "materialise ranks (range-sorted units; offsets are a broadcast join)",
         "materialise batches (applyInPandas per component and/or claim rows)",
         "materialise subgraphs rows",
     )
@@ -722,23 +727,28 @@ class _Phases:
         return timed
 
 
-class _ClaimRounds(logging.Handler):
-    """Collects the claim engine's ``partition claim round %d: %d placed, %d remain`` lines
-    with their times, for the seconds and relations of every round."""
+ENGINE_LABEL = "round engine (rounds + driver finish)"
+FINISH_LABEL = "round engine: driver finish (collect + sequential)"
+
+
+class _RoundLines(logging.Handler):
+    """Collects the round engines' ``partition <engine> round %d: %d placed, %d remain``
+    lines with their times, for the seconds and relations of every round."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.rounds: list[tuple[float, tuple]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("partition claim round"):
-            self.rounds.append((record.created, tuple(record.args or ())))
+        args = tuple(record.args or ())
+        if str(record.msg).startswith("partition %s round %d") and len(args) == 4:
+            self.rounds.append((record.created, args))
 
 
 def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Namespace) -> None:
     from pyspark.sql import functions as F
 
-    import graphgen_spark.partition.claim as claim_mod
+    import graphgen_spark.partition.distributed as rounds_mod
     import graphgen_spark.stages.partition as stage
     from graphgen_spark.session import build_session
     from graphgen_spark.stages.base import StageContext
@@ -746,7 +756,7 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
 
     partition = json.loads(args.child_partition)
     cfg = stage_config(args, partition)
-    # the warm-up graph is below any collect threshold: let the claim engine run 2 rounds on it
+    # the warm-up graph is below any collect threshold: let a round engine run 2 rounds on it
     warm_cfg = cfg
     if partition.get("engine") != EXACT:
         warm_cfg = stage_config(args, {**partition, "collect_threshold": 0, "max_rounds": 2})
@@ -771,15 +781,17 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
         warmup_s = time.monotonic() - t0
 
         phases = _Phases()
-        orig = (stage.connected_components, stage.Scratch.materialise, stage.by_claim)
-        orig_finish = claim_mod._finish
+        orig = (stage.connected_components, stage.Scratch.materialise)
+        orig_engines = (stage.by_claim, stage.by_rounds)
+        orig_finish = rounds_mod.finish_on_driver
         stage.connected_components = phases.wrap(orig[0], "components (label propagation)")
         stage.Scratch.materialise = phases.wrap(orig[1])  # type: ignore[method-assign]
-        stage.by_claim = phases.wrap(orig[2], "claim engine (rounds + driver finish)", "claim")
-        claim_mod._finish = phases.wrap(orig_finish, "claim: driver finish (collect + sequential)")
+        stage.by_claim = phases.wrap(orig_engines[0], ENGINE_LABEL, "claim")
+        stage.by_rounds = phases.wrap(orig_engines[1], ENGINE_LABEL, "rounds")
+        rounds_mod.finish_on_driver = phases.wrap(orig_finish, FINISH_LABEL)
         tables.merge = phases.wrap(tables.merge, "MERGE into subgraphs")  # type: ignore[method-assign]
         ctx = StageContext(spark, cfg, tables, "bench-partition")
-        rounds_log = _ClaimRounds()
+        rounds_log = _RoundLines()
         ctx.log.addHandler(rounds_log)
         sampler = RssSampler(args.sample_interval)
         meter = CpuMeter()
@@ -796,8 +808,9 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
             cpu = meter.stop()
             rss = sampler.stop(stage_s)
             ctx.log.removeHandler(rounds_log)
-            stage.connected_components, stage.Scratch.materialise, stage.by_claim = orig
-            claim_mod._finish = orig_finish
+            stage.connected_components, stage.Scratch.materialise = orig
+            stage.by_claim, stage.by_rounds = orig_engines
+            rounds_mod.finish_on_driver = orig_finish
             spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
 
         jobs = spark_jobs(spark, JOB_GROUP)
@@ -825,24 +838,23 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
         )
         key = METHOD.replace("/", "_")
         counts = dict(result.counts)
-        claim_label = "claim engine (rounds + driver finish)"
-        claim_s = spans.get(claim_label)
-        marks = [phases.started.get(claim_label, wall0)] + [t for t, _ in rounds_log.rounds]
-        claim_info = None
-        if counts.get(f"{key}_engine_{CLAIM}_components"):
-            claim_info = {
-                "rounds": counts.get(f"{key}_claim_rounds", 0),
-                "relations_placed_by_rounds": sum(a[1] for _, a in rounds_log.rounds if len(a) > 1),
-                "relations_finished_on_driver": counts.get(f"{key}_claim_collected", 0),
-                "claim_engine_s": round(claim_s, 2) if claim_s is not None else None,
-                "driver_finish_s": round(
-                    detail.get("claim: driver finish (collect + sequential)", 0.0), 2
-                ),
+        engine_s = spans.get(ENGINE_LABEL)
+        marks = [phases.started.get(ENGINE_LABEL, wall0)] + [t for t, _ in rounds_log.rounds]
+        rounds_info = None
+        ran = [e for e in ROUND_ENGINES if counts.get(f"{key}_engine_{e}_components")]
+        if ran:
+            rounds_info = {
+                "engine": ran[0],
+                "rounds": counts.get(f"{key}_{ran[0]}_rounds", 0),
+                "relations_placed_by_rounds": sum(a[2] for _, a in rounds_log.rounds),
+                "relations_finished_on_driver": counts.get(f"{key}_{ran[0]}_collected", 0),
+                "engine_s": round(engine_s, 2) if engine_s is not None else None,
+                "driver_finish_s": round(detail.get(FINISH_LABEL, 0.0), 2),
                 # seconds of each round, between its log line and the previous one (the
-                # first from the start of the claim call: it includes the initial live set)
+                # first from the start of the engine call: it includes the initial live set)
                 "round_s": [round(b - a, 2) for a, b in itertools.pairwise(marks)],
-                "round_placed": [a[1] for _, a in rounds_log.rounds if len(a) > 1],
-                "round_remaining": [a[2] for _, a in rounds_log.rounds if len(a) > 2],
+                "round_placed": [a[2] for _, a in rounds_log.rounds],
+                "round_remaining": [a[3] for _, a in rounds_log.rounds],
             }
         facts = machine_facts(spark)
         res = {
@@ -850,13 +862,13 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
             "partition_settings": partition,
             "counts": counts,
             "batches_by_engine": engines,
-            "claim": claim_info,
+            "round_engine": rounds_info,
             "session_start_s": round(session_s, 1),
             "write_delta_s": round(write_s, 1),
             "warmup_s": round(warmup_s, 1),
             "phases_s": {k: round(v, 2) for k, v in spans.items()}
             | {"other (counts, difficulty cuts, stats)": round(stage_s - sum(spans.values()), 2)},
-            "inside_claim_engine_s": {k: round(v, 2) for k, v in detail.items()},
+            "inside_round_engine_s": {k: round(v, 2) for k, v in detail.items()},
             "spark_jobs": len(jobs),
             "spark_jobs_busy_s": round(busy, 2),
             "no_spark_job_running_s": round(stage_s - busy, 2),
@@ -882,7 +894,7 @@ def equality(ref: list[BatchRow], got: list[BatchRow]) -> dict[str, Any]:
     only_ref = r.keys() - g.keys()
     only_spark = g.keys() - r.keys()
     differ = sorted(s for s in r.keys() & g.keys() if r[s] != g[s])
-    exact = [b for b in got if b.engine == EXACT]
+    exact = [b for b in got if b.engine in (EXACT, ROUNDS)]
     exact_differ = [b.seed_id for b in exact if r.get(b.seed_id) != b.edge_ids]
     return {
         "batches_equal": not (only_ref or only_spark or differ),
@@ -1112,7 +1124,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.partition_scale", description=__doc__)
     p.add_argument("--sizes", default="10000,100000,1000000", help="target edge counts")
     p.add_argument("--shapes", default="giant,many", help=f"of {', '.join(SHAPES)}")
-    p.add_argument("--engines-giant", default="component,claim", help="partition.engine runs")
+    p.add_argument(
+        "--engines-giant", default="component,claim", help="partition.engine runs (rounds: opt-in)"
+    )
     p.add_argument("--engines-many", default="auto", help="partition.engine runs")
     p.add_argument(
         "--local-max-edges",
@@ -1124,13 +1138,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--max-rounds",
         type=int,
         default=None,
-        help="claim engine: partition.max_rounds (default: the product's)",
+        help="claim/rounds engines: partition.max_rounds (default: the product's)",
     )
     p.add_argument(
         "--collect-threshold",
         type=int,
         default=None,
-        help="claim engine: partition.collect_threshold (default: min(the product's, "
+        help="claim/rounds engines: partition.collect_threshold (default: min(the product's, "
         "10%% of the relations))",
     )
     p.add_argument(
@@ -1285,9 +1299,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     run_key,
                     used,
                     ""
-                    if not spk["claim"]
-                    else f", {spk['claim']['rounds']} claim rounds, "
-                    f"{spk['claim']['relations_finished_on_driver']:,} relations on the driver",
+                    if not spk["round_engine"]
+                    else f", {spk['round_engine']['engine']} engine: "
+                    f"{spk['round_engine']['rounds']} rounds, "
+                    f"{spk['round_engine']['relations_finished_on_driver']:,} relations on the driver",
                     spk["spark_s"],
                     spk["rss"]["peak_jvm_plus_workers_rss_mb"],
                     spk["phases_s"],
@@ -1339,8 +1354,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         if figures["largest_component_edges"] > local_max
                         else EXACT,
                         "partition_settings": settings,
-                        "claim_rounds": (spk["claim"] or {}).get("rounds"),
-                        "claim_relations_on_driver": (spk["claim"] or {}).get(
+                        "rounds": (spk["round_engine"] or {}).get("rounds"),
+                        "relations_on_driver": (spk["round_engine"] or {}).get(
                             "relations_finished_on_driver"
                         ),
                         "spark_s": spk["spark_s"],
@@ -1409,8 +1424,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "engine",
                         "engine_used",
                         "auto_uses",
-                        "claim_rounds",
-                        "claim_relations_on_driver",
+                        "rounds",
+                        "relations_on_driver",
                         "spark_s",
                         "reference_s",
                         "ratio_spark_over_reference",
@@ -1469,8 +1484,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     ]
     for r in h["table"]:
         used = r["engine_used"]
-        if r.get("claim_rounds") is not None:
-            used += f" {r['claim_rounds']}r/{r['claim_relations_on_driver']:,}drv"
+        if r.get("rounds") is not None:
+            used += f" {r['rounds']}r/{r['relations_on_driver']:,}drv"
         if r["engine"] != "auto" and r["engine_used"] == r.get("auto_uses"):
             used += " (=auto)"
         line = (

@@ -250,8 +250,8 @@ class PartitionConfig(_Section):
         "auto",
         description="component: the sequential algorithm per connected component; claim: "
         "ece/edge_seed by claim rounds (method §6.9, meets the contract); rounds: ece/edge_seed "
-        "by exact rounds (equal to the sequential result); auto: component up to "
-        "local_max_edges relations, above that claim (max_width) or rounds (max_tokens)",
+        "by exact rounds (equal to the sequential result, slow on power-law graphs); auto: "
+        "component up to local_max_edges relations, claim above (max_width)",
     )
     local_max_edges: int = Field(500_000, ge=1)
     max_rounds: int = Field(

@@ -1,7 +1,6 @@
 """The exact rounds engine of method §6.9 on real local Spark: for `ece/edge_seed` with
 either expand method it gives exactly the sequential reference's batches, whether the
-rounds place everything or the driver finishes, and the stage routes giant components of a
-``max_tokens`` configuration to it.
+rounds place everything or the driver finishes, and the stage runs it on request.
 """
 
 from __future__ import annotations
@@ -79,22 +78,25 @@ def test_reach_and_supported_methods():
     assert "ece/edge_seed only" in unsupported("bfs", Params())
 
 
-def test_engine_plan_picks_rounds_for_max_tokens():
+def test_engine_plan_runs_rounds_on_request():
     giant, maxtok = ["c1"], Params(expand_method="max_tokens")
-    assert stage.engine_plan("auto", EDGE_SEED, maxtok, giant) == ("rounds", giant)
-    assert stage.engine_plan("rounds", EDGE_SEED, Params(), giant) == ("rounds", None)
+    assert stage.engine_plan("rounds", EDGE_SEED, maxtok, giant) == ("rounds", None)
+    assert stage.engine_plan("rounds", EDGE_SEED, Params(), []) == ("rounds", None)
+    assert stage.engine_plan("auto", EDGE_SEED, maxtok, giant) == ("component", None)
     assert stage.engine_plan("claim", EDGE_SEED, maxtok, giant) == ("component", None)
     assert stage.engine_plan("rounds", "bfs", Params(), giant) == ("component", None)
 
 
-def test_stage_runs_a_giant_max_tokens_component_by_rounds(spark, tmp_path):
+def test_stage_runs_max_tokens_by_rounds(spark, tmp_path):
+    """engine: rounds on every component (6 relations, 2 relations, an isolated entity)."""
     tables = Tables(spark, tmp_path / "out")
     write_graph(spark, tables)
     cfg = make_cfg(
         generate={"modes": ["aggregated"]},
         partition={
-            "local_max_edges": 4,
+            "engine": "rounds",
             "collect_threshold": 0,
+            "max_rounds": 2,
             "expand_method": "max_tokens",
             "max_tokens": 200,
         },
@@ -105,8 +107,8 @@ def test_stage_runs_a_giant_max_tokens_component_by_rounds(spark, tmp_path):
     assert {s: tuple(r["edge_ids"]) for s, r in rows.items()} == {
         b.seed_id: tuple(b.edge_ids) for b in want
     }
-    engines = {s: r["engine"] for s, r in rows.items()}
-    assert set(engines.values()) == {"rounds", "component"}
+    assert {r["engine"] for r in rows.values()} == {"rounds"}
     c = result.counts
-    assert c["ece_edge_seed_engine_rounds_components"] == 1
-    assert c["ece_edge_seed_rounds_rounds"] >= 1
+    assert c["ece_edge_seed_engine_rounds_components"] == 3
+    assert c["ece_edge_seed_engine_component_components"] == 0
+    assert 1 <= c["ece_edge_seed_rounds_rounds"] <= 2

@@ -7,8 +7,8 @@ result exactly, with components spread over the executors. How it differs from t
 sequential reference: only in where it runs — a component larger than one task's memory is
 the limit. For `ece/edge_seed` with `max_width` the claim engine of §6.9
 (:mod:`graphgen_spark.partition.claim`) takes such components; other methods (and
-`max_tokens`) still run them in one task, and the stage logs it. The exact rounds engine of
-§6.9 is not built.
+`max_tokens`) still run them in one task, and the stage logs it, unless ``engine: rounds``
+sends `ece/edge_seed` to the exact rounds engine (:mod:`graphgen_spark.partition.rounds`).
 """
 
 from __future__ import annotations

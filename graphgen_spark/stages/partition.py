@@ -4,10 +4,10 @@ The methods come from the configured generation modes (§7.2 defaults, `generate
 overrides). Every unit gets its sort key in Spark (loss from the trainee's `gap_scores`,
 then `rr`, then id); components come from GraphFrames or DataFrame label propagation; the
 per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches, and
-for `ece/edge_seed` the components over `partition.local_max_edges` relations go to the
-claim engine (:mod:`graphgen_spark.partition.claim`, `max_width`) or the exact rounds engine
-(:mod:`graphgen_spark.partition.rounds`, `max_tokens`) under `engine: auto`; `engine: claim`
-or `rounds` runs every component that way. Each row's `engine` column names the engine.
+for `ece/edge_seed` (`max_width`) the components over `partition.local_max_edges` relations go
+to the claim engine (:mod:`graphgen_spark.partition.claim`) under `engine: auto`; `engine:
+claim` or `rounds` (the exact rounds engine, :mod:`graphgen_spark.partition.rounds`) runs
+every component that way. Each row's `engine` column names the engine.
 Rows are keyed by ``batch_id = h(method, config_hash, seed_id)``: a rerun on the same graph
 writes nothing, a changed graph rewrites only the batches whose content changed and
 removes batches of the same configuration that no longer exist.
@@ -184,7 +184,7 @@ def run(ctx: StageContext) -> StageResult:
         nodes, edges, comp_engine = unit_frames(ctx, f"{scratch.path}/checkpoint")
         nodes = scratch.materialise(nodes)
         edges = scratch.materialise(edges)
-        ranks = scratch.materialise(unit_ranks(nodes, edges, cfg, scratch.materialise))
+        ranks = unit_ranks(nodes, edges, cfg, scratch.materialise)  # materialised inside
         giant = giant_components(edges, cfg.partition.local_max_edges)
         if giant:
             log.log(
@@ -246,17 +246,17 @@ def engine_plan(
 ) -> tuple[str, list[str] | None]:
     """Which engine runs which components of ``method``: ``(name, None)`` runs every
     component; ``(name, ids)`` runs the giant components ``ids``, the per-component engine
-    the rest. ``auto`` prefers the claim engine (faster) and takes the exact rounds engine
-    where claim cannot run (``max_tokens``); an engine that cannot run the method falls
-    back to per component."""
+    the rest. ``auto`` sends giant components to the claim engine where it can run them;
+    the exact rounds engine is opt-in (``engine: rounds``): on power-law graphs few
+    relations are the best within twice the depth, so rounds place little and the driver
+    finishes most of the graph (bench/results/partition_scale_rounds.json). An engine that
+    cannot run the method falls back to per component."""
     if engine == COMPONENT:
         return COMPONENT, None
     if engine in (CLAIM, ROUNDS):
         return (COMPONENT if _unsupported(engine, method, params) else engine), None
-    if giant:
-        for name in (CLAIM, ROUNDS):
-            if not _unsupported(name, method, params):
-                return name, giant
+    if giant and not _unsupported(CLAIM, method, params):
+        return CLAIM, giant
     return COMPONENT, None
 
 
@@ -275,7 +275,7 @@ def _build_batches(
     p, comm = cfg.partition, cfg.partition.community
     key = method.replace("/", "_")
     name, ids = engine_plan(p.engine, method, params, giant)
-    wanted = [p.engine] if p.engine in (CLAIM, ROUNDS) else [CLAIM, ROUNDS] if giant else []
+    wanted = [p.engine] if p.engine in (CLAIM, ROUNDS) else [CLAIM] if giant else []
     if name == COMPONENT and p.engine != COMPONENT and wanted:
         reasons = "; ".join(_unsupported(e, method, params) or "" for e in wanted)
         ctx.log.warning(
