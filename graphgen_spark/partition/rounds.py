@@ -82,7 +82,7 @@ def by_rounds(
 
 def _active(live: DataFrame, radius: int, keep: Callable[[DataFrame], DataFrame]) -> DataFrame:
     """``seed_id`` of every untaken relation with the best rank within ``radius`` hops."""
-    best = live.select("edge_id", "src_id", "dst_id", F.col("rank").alias("m"))
+    best = live.select("edge_id", "src_id", "dst_id", "rank", F.col("rank").alias("m"))
     for _ in range(radius):
         at_node = (
             best.select(F.explode(F.array("src_id", "dst_id")).alias("node"), "m")
@@ -92,13 +92,9 @@ def _active(live: DataFrame, radius: int, keep: Callable[[DataFrame], DataFrame]
         best = keep(
             best.join(at_node.withColumnsRenamed({"node": "src_id", "nm": "ms"}), "src_id")
             .join(at_node.withColumnsRenamed({"node": "dst_id", "nm": "md"}), "dst_id")
-            .select("edge_id", "src_id", "dst_id", F.least("m", "ms", "md").alias("m"))
+            .select("edge_id", "src_id", "dst_id", "rank", F.least("m", "ms", "md").alias("m"))
         )
-    return (
-        best.join(live.select("edge_id", "rank"), "edge_id")
-        .filter(F.col("m") == F.col("rank"))
-        .select(F.col("edge_id").alias("seed_id"))
-    )
+    return best.filter(F.col("m") == F.col("rank")).select(F.col("edge_id").alias("seed_id"))
 
 
 def _balls(

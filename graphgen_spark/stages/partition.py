@@ -275,13 +275,12 @@ def _build_batches(
     p, comm = cfg.partition, cfg.partition.community
     key = method.replace("/", "_")
     name, ids = engine_plan(p.engine, method, params, giant)
-    wanted = [p.engine] if p.engine in (CLAIM, ROUNDS) else [CLAIM] if giant else []
-    if name == COMPONENT and p.engine != COMPONENT and wanted:
-        reasons = "; ".join(_unsupported(e, method, params) or "" for e in wanted)
+    wanted = p.engine if p.engine in (CLAIM, ROUNDS) else CLAIM if giant else None
+    if name == COMPONENT and wanted:
         ctx.log.warning(
             "partition %s: the per-component engine runs every component (%s)%s",
             method,
-            reasons,
+            _unsupported(wanted, method, params),
             f"; {len(giant)} of them over partition.local_max_edges run in one task each"
             if giant
             else "",
