@@ -9,9 +9,9 @@ names, so the stand-in finds entities and gleaning runs) goes through ingest + c
 Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s):
 
 * ``ratio_stage``  achieved requests/s over the whole extract stage ÷ capacity;
-* ``ratio_waves``  requests sent in the waves (the executor's cumulative "[extract] wave i/n
+* ``ratio_waves``  requests sent in the waves (the executor's cumulative "[extract] wave i
   done: N calls sent so far" lines) ÷ the union of the waves' spans (the Spark jobs described
-  "extract: LLM wave i/n", first start to last end per wave) ÷ capacity;
+  "extract: LLM wave i", first start to last end per wave) ÷ capacity;
 * ``ratio_llm_jobs``  the same requests ÷ the union of the waves' LLM jobs ÷ capacity;
 * ``ratio_send``   requests ÷ time the endpoint had anything in flight ÷ capacity;
 * ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage
@@ -323,6 +323,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add_run_args(p, shuffle_partitions=4, driver_memory="4g")
     p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
+    p.add_argument(
+        "--wave-seconds", type=float, default=None, help="llm.wave_seconds (default: config)"
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--min-llm-seconds", type=float, default=60.0)
     p.add_argument(
@@ -362,6 +365,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             if args.wave_size:
                 llm["wave_size"] = args.wave_size
+            if args.wave_seconds:
+                llm["wave_seconds"] = args.wave_seconds
             conf = {
                 **LOCAL_SPARK_CONF,
                 "spark.driver.memory": args.driver_memory,

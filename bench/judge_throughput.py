@@ -14,7 +14,7 @@ Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s
 
 * ``ratio_stage``   achieved requests/s over the whole judge stage ÷ capacity;
 * ``ratio_waves``   statement requests ÷ the union of the statement waves' spans (the Spark
-  jobs described "judge: LLM wave i/n", first start to last end per wave) ÷ capacity;
+  jobs described "judge: LLM wave i", first start to last end per wave) ÷ capacity;
 * ``ratio_llm_jobs``  statement requests ÷ the union of those waves' LLM jobs ÷ capacity;
 * ``ratio_send``    requests ÷ time the endpoint had anything in flight ÷ capacity;
 * ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage
@@ -342,6 +342,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-concurrency", type=int, default=64)
     add_run_args(p, shuffle_partitions=4, driver_memory="4g")
     p.add_argument("--wave-size", type=int, default=None, help="llm.wave_size (default: config)")
+    p.add_argument(
+        "--wave-seconds", type=float, default=None, help="llm.wave_seconds (default: config)"
+    )
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--min-llm-seconds", type=float, default=60.0)
     return p.parse_args(argv)
@@ -374,6 +377,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.wave_size:
             llm["wave_size"] = args.wave_size
+        if args.wave_seconds:
+            llm["wave_seconds"] = args.wave_seconds
         conf = {
             **LOCAL_SPARK_CONF,
             "spark.driver.memory": args.driver_memory,

@@ -5,10 +5,10 @@ While the stage runs, :class:`TimedStage` keeps the ``graphgen_spark`` log lines
 CPU by process. Afterwards:
 
 * :func:`executor_calls`: one entry per executor call of the stage, from the line the executor
-  logs before its first wave ("[stage] N requests|conversations to run in W wave(s) over ...",
-  ``LLMExecutor._run``), its cumulative "[stage] wave i/n done: N calls sent so far" lines
+  logs before its first wave ("[stage] N requests|conversations to run over ...",
+  ``LLMExecutor._run``), its cumulative "[stage] wave i done: N calls sent so far" lines
   (the requests of each wave) and its "[stage] N wave(s) merged into llm_calls in S s" line;
-* :func:`llm_waves`: the waves, from the Spark jobs described "stage: LLM wave i/n"
+* :func:`llm_waves`: the waves, from the Spark jobs described "stage: LLM wave i"
   (``LLMExecutor._waves``), each assigned to the executor call logged last before it;
 * :func:`phases`: consecutive phases covering the stage, cut at log lines or times;
 * :func:`call_sites`: Spark job time per call site (LLM jobs, wave bookkeeping, the rest);
@@ -170,8 +170,8 @@ def executor_calls(
     rows to run when the rows are requests and no wave line was logged.
     """
     s = re.escape(stage)
-    to_run = re.compile(rf"\[{s}\] (\d+) (requests|conversations) to run in (\d+) wave\(s\)")
-    wave_done = re.compile(rf"\[{s}\] wave (\d+)/(\d+) done: (\d+) calls sent so far")
+    to_run = re.compile(rf"\[{s}\] (\d+) (requests|conversations) to run over")
+    wave_done = re.compile(rf"\[{s}\] wave (\d+) done: (\d+) calls sent so far")
     merged = re.compile(rf"\[{s}\] (\d+) wave\(s\) merged into llm_calls in ([\d.]+) s")
     out: list[dict[str, Any]] = []
     for t, msg in capture.records:
@@ -184,7 +184,6 @@ def executor_calls(
                     "rows": int(m.group(1)),
                     "unit": m.group(2),
                     "requests": int(m.group(1)) if m.group(2) == "requests" else None,
-                    "waves": int(m.group(3)),
                     "log": msg,
                     "wave_requests": {},
                     "merged_at": None,
@@ -197,7 +196,7 @@ def executor_calls(
         cur = out[-1]
         m = wave_done.search(msg)
         if m:
-            cum = int(m.group(3))
+            cum = int(m.group(2))
             cur["wave_requests"][int(m.group(1))] = cum - sum(cur["wave_requests"].values())
             cur["requests"] = cum
             continue
@@ -220,7 +219,7 @@ def llm_waves(
     samples: list[Sample],
     capacity: float,
 ) -> list[dict[str, Any]]:
-    """Waves from the Spark jobs described f"{stage}: LLM wave i/n", each assigned to the
+    """Waves from the Spark jobs described f"{stage}: LLM wave i", each assigned to the
     executor call logged last before it; per wave its span (first job start to last job end),
     its LLM job (the longest of its jobs), requests (the executor's count), send time and
     mean in flight. ``executes_or_log`` is :func:`executor_calls`' list or the capture."""
@@ -229,14 +228,14 @@ def llm_waves(
         if isinstance(executes_or_log, LogCapture)
         else executes_or_log
     )
-    described = re.compile(rf"^{re.escape(stage)}: LLM wave (\d+)/(\d+)$")
+    described = re.compile(rf"^{re.escape(stage)}: LLM wave (\d+)$")
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for j in jobs:
         m = described.match(j["description"] or "")
         if not m:
             continue
         k = sum(1 for c in calls if c["logged_at"] <= j["start"] + 0.05) - 1
-        groups.setdefault((max(k, 0), int(m.group(1))), []).append(j | {"of": int(m.group(2))})
+        groups.setdefault((max(k, 0), int(m.group(1))), []).append(j)
     windows = send_windows(samples)
     waves = []
     for (k, i), js in sorted(groups.items(), key=lambda kv: min(j["start"] for j in kv[1])):
@@ -248,7 +247,7 @@ def llm_waves(
         waves.append(
             {
                 "round": call.get("round", "?"),
-                "wave": f"{i}/{js[0]['of']}",
+                "wave": i,
                 "requests": n,
                 "start": start,
                 "end": end,

@@ -103,9 +103,10 @@ class LLMConfig(_Section):
     backoff_min_s: float = Field(4.0, ge=0)
     backoff_max_s: float = Field(10.0, ge=0)
     repair_attempts: int = Field(1, ge=0)
-    # Requests run in waves; each wave's outcomes reach llm_calls before the next starts,
-    # so a crash loses at most one wave of in-flight work.
-    wave_size: int = Field(5000, ge=1)
+    # Requests run in waves of about wave_seconds each (llm/waves.py), at most wave_size
+    # requests; a crash loses at most the two waves in flight.
+    wave_seconds: float = Field(60.0, gt=0)
+    wave_size: int = Field(50_000, ge=1)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> LLMConfig:

@@ -10,10 +10,11 @@ Two entry points share one mechanism:
   endpoint busy: the driver does not synchronise between turns.
 
 Rows run in waves of Spark jobs (``mapInPandas`` with one asyncio loop per task keeping up
-to the task's share of in-flight requests). Two waves are in flight at once, so a task
-slot that finishes its part of one wave starts on the next without waiting for the
-driver. Each wave writes its outcomes, with the call rows nested, to a staging folder
-once; the staged waves are MERGEd into ``llm_calls`` at the end of the call (and at least
+to the task's share of in-flight requests, handing finished rows to the JVM as they come);
+``llm/waves.py`` sizes each wave to about ``llm.wave_seconds`` of work. Two waves are in
+flight at once, so a task slot that finishes its part of one wave starts on the next
+without waiting for the driver. Each wave writes its outcomes, with the call rows nested,
+to a staging folder once; the staged waves are MERGEd into ``llm_calls`` at the end of the call (and at least
 every ``_MERGE_EVERY_S``), so a crash loses at most the waves in flight and the next
 start merges whatever was staged. Per-wave progress and the budget guard use Spark
 accumulators, because any other Spark job would queue behind the running wave's tasks.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 import uuid
 from collections import deque
@@ -46,6 +46,7 @@ from graphgen_spark.llm.client import RetryPolicy, call
 from graphgen_spark.llm.endpoints import Endpoint, resolve_endpoint
 from graphgen_spark.llm.limits import TaskLimiter, TaskLimits
 from graphgen_spark.llm.requests import REQUEST_SCHEMA
+from graphgen_spark.llm.waves import WavePlan
 from graphgen_spark.stages.base import StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
@@ -58,6 +59,9 @@ CACHED_SCHEMA = T.ArrayType(
 )
 _IN_FLIGHT_WAVES = 2
 _MERGE_EVERY_S = 600.0
+# a task hands finished rows to the JVM every _FLUSH_ROWS rows or _FLUSH_S seconds
+_FLUSH_ROWS = 256
+_FLUSH_S = 10.0
 
 
 class BudgetExceeded(RuntimeError):
@@ -76,6 +80,7 @@ class ExecutionSummary:
     completion_tokens: int = 0
     cost: float = 0.0
     seconds: float = 0.0
+    rows: int = 0  # rows whose program finished (requests or conversations)
     errors: dict[str, int] = field(default_factory=dict)
 
     def to_result(self, prefix: str = "llm") -> StageResult:
@@ -175,72 +180,138 @@ def _tally(stats: dict[str, float], row: dict) -> None:
     stats["cost"] = stats.get("cost", 0.0) + row["cost"]
 
 
-async def _run_programs(
-    pdf: pd.DataFrame, spec: _TaskSpec, program: Program, key: str, stats: dict[str, float]
-) -> list[dict]:
-    clients = {
-        role: openai.AsyncOpenAI(
-            base_url=ep.base_url, api_key=ep.api_key, max_retries=0, timeout=ep.timeout_s
-        )
-        for role, ep in spec.endpoints.items()
-    }
-    limiters = {role: TaskLimiter(lim) for role, lim in spec.limits.items()}
-    try:
+class _Programs:
+    """The programs of one task's rows, run on one event loop; finished rows are handed
+    back in batches while the others are still in flight."""
 
-        async def one(row: dict) -> dict:
-            cached = {c["request_id"]: c for c in (row.pop("_cached", None) or [])}
-            calls: list[dict] = []
+    def __init__(
+        self, spec: _TaskSpec, program: Program, key: str, stats: dict[str, float]
+    ) -> None:
+        self.spec, self.program, self.key, self.stats = spec, program, key, stats
+        self.clients: dict[str, openai.AsyncOpenAI] = {}
+        self.tasks: list[asyncio.Task] = []
+        self.done: asyncio.Queue[asyncio.Task] = asyncio.Queue()
 
-            async def ask(req: dict) -> Answer:
-                stats["requested"] = stats.get("requested", 0) + 1
-                hit = cached.get(req["request_id"])
-                if hit is not None:
-                    stats["cached"] = stats.get("cached", 0) + 1
-                    return Answer(status="ok", **hit)
-                ep = spec.endpoints[req["role"]]
-                outcome = await call(
-                    clients[req["role"]],
-                    ep,
-                    json.loads(req["messages"]),
-                    json.loads(req["params"]),
-                    req["response_model"],
-                    limiters[req["role"]],
-                    spec.policy,
-                )
-                call_row = _call_row(req, ep, outcome, spec.run_id, row.get(key))
-                calls.append(call_row)
-                _tally(stats, call_row)
-                return Answer(
-                    req["request_id"],
-                    outcome.status,
-                    outcome.parsed,
-                    outcome.response,
-                    outcome.logprobs,
-                    outcome.error,
-                    outcome.error_kind,
-                )
+    async def start(self, rows: list[dict]) -> None:
+        spec = self.spec
+        self.clients = {
+            role: openai.AsyncOpenAI(
+                base_url=ep.base_url, api_key=ep.api_key, max_retries=0, timeout=ep.timeout_s
+            )
+            for role, ep in spec.endpoints.items()
+        }
+        self.limiters = {role: TaskLimiter(lim) for role, lim in spec.limits.items()}
+        for row in rows:
+            task = asyncio.create_task(self._one(row))
+            task.add_done_callback(self.done.put_nowait)
+            self.tasks.append(task)
 
-            # programs handle bad answers themselves; an exception here is a bug and fails
-            # the task loudly rather than writing a half-empty row
-            out = await program(row, ask)
-            return {**out, "calls": calls}
+    async def finished(self, most: int, within_s: float) -> list[dict]:
+        """At least one finished row; more as they finish, up to ``most`` or ``within_s``.
 
-        return await asyncio.gather(*(one(r) for r in pdf.to_dict("records")))
-    finally:
-        # one client per task loop, closed before the loop ends (see architecture §4.2)
-        for client in clients.values():
+        A program that raised re-raises here: that is a bug, and it fails the task loudly
+        rather than writing a half-empty row.
+        """
+        out = [(await self.done.get()).result()]
+        deadline = time.monotonic() + within_s
+        while len(out) < most:
+            while len(out) < most and not self.done.empty():
+                out.append(self.done.get_nowait().result())
+            left = deadline - time.monotonic()
+            if len(out) >= most or left <= 0:
+                break
+            try:
+                out.append((await asyncio.wait_for(self.done.get(), left)).result())
+            except TimeoutError:
+                break
+        return out
+
+    async def close(self) -> None:
+        """Cancel what is still running (only after a failure) and close the clients:
+        one client per task loop, closed before the loop ends (architecture §4.2)."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for client in self.clients.values():
             await client.close()
+
+    async def _one(self, row: dict) -> dict:
+        spec, stats = self.spec, self.stats
+        cached = {c["request_id"]: c for c in (row.pop("_cached", None) or [])}
+        calls: list[dict] = []
+
+        async def ask(req: dict) -> Answer:
+            stats["requested"] = stats.get("requested", 0) + 1
+            hit = cached.get(req["request_id"])
+            if hit is not None:
+                stats["cached"] = stats.get("cached", 0) + 1
+                return Answer(status="ok", **hit)
+            ep = spec.endpoints[req["role"]]
+            outcome = await call(
+                self.clients[req["role"]],
+                ep,
+                json.loads(req["messages"]),
+                json.loads(req["params"]),
+                req["response_model"],
+                self.limiters[req["role"]],
+                spec.policy,
+            )
+            call_row = _call_row(req, ep, outcome, spec.run_id, row.get(self.key))
+            calls.append(call_row)
+            _tally(stats, call_row)
+            return Answer(
+                req["request_id"],
+                outcome.status,
+                outcome.parsed,
+                outcome.response,
+                outcome.logprobs,
+                outcome.error,
+                outcome.error_kind,
+            )
+
+        out = await self.program(row, ask)
+        stats["rows"] = stats.get("rows", 0) + 1
+        return {**out, "calls": calls}
+
+
+def _stream_programs(
+    pdf: pd.DataFrame,
+    spec: _TaskSpec,
+    program: Program,
+    key: str,
+    stats: dict[str, float],
+    flush_rows: int = _FLUSH_ROWS,
+    flush_s: float = _FLUSH_S,
+) -> Iterator[list[dict]]:
+    """Run the programs of ``pdf``'s rows, yielding finished rows in batches.
+
+    The JVM writes each batch while the loop goes on, so neither a task's memory nor the
+    write at its end grows with the wave (long waves keep the endpoint busy: every task
+    start and end costs a moment with fewer requests in flight).
+    """
+    loop = asyncio.new_event_loop()
+    runner = _Programs(spec, program, key, stats)
+    try:
+        loop.run_until_complete(runner.start(pdf.to_dict("records")))
+        left = len(pdf)
+        while left:
+            rows = loop.run_until_complete(runner.finished(min(left, flush_rows), flush_s))
+            left -= len(rows)
+            yield rows
+    finally:
+        loop.run_until_complete(runner.close())
+        loop.close()
 
 
 def _partition_runner(spec: _TaskSpec, program: Program, key: str, columns: list[str], acc):
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in batches:
-            if not len(pdf):
-                continue
-            stats: dict[str, float] = {}
-            rows = asyncio.run(_run_programs(pdf, spec, program, key, stats))
+        stats: dict[str, float] = {}
+        try:
+            for pdf in batches:
+                for rows in _stream_programs(pdf, spec, program, key, stats):
+                    yield pd.DataFrame(rows, columns=columns)
+        finally:
             acc.add(stats)
-            yield pd.DataFrame(rows, columns=columns)
 
     return run
 
@@ -262,10 +333,28 @@ class _Staged:
 @dataclass
 class _Wave:
     index: int
+    slices: range
     path: str
     acc: Any
-    started: float
     future: Future
+
+
+@dataclass
+class _WaveRun:
+    """One ``_run``'s pending rows and everything its waves share."""
+
+    pending: DataFrame
+    plan: WavePlan
+    slots: int
+    spec: _TaskSpec
+    program: Program
+    key: str
+    columns: list[str]
+    schema: T.StructType
+    stage: str
+    summary: ExecutionSummary
+    before: tuple[int, float]
+    staged: _Staged
 
 
 class LLMExecutor:
@@ -421,35 +510,46 @@ class LLMExecutor:
         pending_path = f"{self._staging_root()}/pending-{stage}-{uuid.uuid4().hex[:12]}"
         cfg = self.ctx.cfg
         slots = max(1, self.spark.sparkContext.defaultParallelism)
-        per_wave = max(1, cfg.llm.wave_size // max(1, calls_per_row))
         staged = _Staged()
         try:
-            n_rows = self._write_pending(
-                rows, key, per_wave, slots, pending_path, probe is not None
-            )
+            rows.write.mode("overwrite").parquet(f"{pending_path}-all")
+            n_rows = self.spark.read.parquet(f"{pending_path}-all").count()
             if n_rows == 0:
+                fsutil.delete(self.spark, f"{pending_path}-all")
                 summary.seconds = time.monotonic() - t0
                 return summary, self._outputs([], out_schema, scratch_path)
-            pending = self.spark.read.parquet(pending_path)
             if roles is None:  # request rows name their role
-                roles = tuple(r["role"] for r in pending.select("role").distinct().collect())
+                all_rows = self.spark.read.parquet(f"{pending_path}-all")
+                roles = tuple(r["role"] for r in all_rows.select("role").distinct().collect())
             spec = self._task_spec(list(roles), slots)
-            waves = max(1, math.ceil(n_rows / per_wave))
+            per_slot = min(lim.concurrency for lim in spec.limits.values())
+            plan = WavePlan.for_rows(
+                n_rows,
+                in_flight=per_slot * slots,
+                slots=slots,
+                calls_per_row=calls_per_row,
+                wave_seconds=cfg.llm.wave_seconds,
+                wave_size=cfg.llm.wave_size,
+            )
+            self._write_pending(pending_path, key, plan.slices, slots, probe is not None)
             self.log.info(
-                "[%s] %d %s to run in %d wave(s) over %d task slot(s), %d in flight per slot",
+                "[%s] %d %s to run over %d task slot(s), %d in flight per slot, in %d slice(s) "
+                "of ~%d; waves of ~%.0f s",
                 stage,
                 n_rows,
                 "requests" if calls_per_row == 1 else "conversations",
-                waves,
                 slots,
-                min(lim.concurrency for lim in spec.limits.values()),
+                per_slot,
+                plan.slices,
+                plan.slice_rows,
+                plan.wave_seconds,
             )
             before = self._spent_this_run()
             columns = [*out_schema.fieldNames(), "calls"]
             schema = T.StructType([*out_schema.fields, CALLS_FIELD])
-            self._waves(
-                pending,
-                waves,
+            waves = _WaveRun(
+                self.spark.read.parquet(pending_path),
+                plan,
                 slots,
                 spec,
                 program,
@@ -460,8 +560,8 @@ class LLMExecutor:
                 summary,
                 before,
                 staged,
-                probe,
             )
+            self._waves(waves, probe)
         finally:
             fsutil.delete(self.spark, pending_path)
             t_merge = time.monotonic()
@@ -478,58 +578,71 @@ class LLMExecutor:
             fsutil.delete(self.spark, path)
         return summary, outputs
 
-    def _waves(
-        self,
-        keyed: DataFrame,
-        waves: int,
-        slots: int,
-        spec: _TaskSpec,
-        program: Program,
-        key: str,
-        columns: list[str],
-        schema: T.StructType,
-        stage: str,
-        summary: ExecutionSummary,
-        before: tuple[int, float],
-        staged: _Staged,
-        probe: Probe | None = None,
-    ) -> None:
-        """Submit waves keeping two in flight; each finished wave lands in ``staged``, also
-        when this raises, so the caller merges everything that was paid for. With ``probe``
-        the pending row of wave -1 runs alone first."""
+    def _budget_rows(self, run: _WaveRun, inflight: deque[_Wave]) -> float | None:
+        """Rows the budget left is estimated to pay for, after the waves in flight, from
+        the tokens and cost per row so far; None without a limit or a measurement."""
+        limits = self.ctx.cfg.run
+        done = run.summary.rows
+        if not done:
+            return None
+        owed = sum(len(w.slices) for w in inflight) * run.plan.slice_rows
+        tokens = run.summary.prompt_tokens + run.summary.completion_tokens
+        left: list[float] = []
+        if limits.max_tokens is not None:
+            left.append((limits.max_tokens - run.before[0] - tokens) / max(tokens / done, 1e-9))
+        if limits.max_cost is not None and run.summary.cost > 0:
+            left.append(
+                (limits.max_cost - run.before[1] - run.summary.cost) / (run.summary.cost / done)
+            )
+        return min(left) - owed if left else None
+
+    def _waves(self, run: _WaveRun, probe: Probe | None = None) -> None:
+        """Submit waves keeping two in flight; each finished wave lands in ``run.staged``,
+        also when this raises, so the caller merges everything that was paid for. With
+        ``probe`` the pending row of slice -1 runs alone first."""
         sc = self.spark.sparkContext
+        stage, plan, summary, staged = run.stage, run.plan, run.summary, run.staged
         t0 = last_merge = time.monotonic()
         inflight: deque[_Wave] = deque()
 
-        def job(w: int, path: str, acc: Any) -> None:
-            sc.setJobDescription(
-                f"{stage}: LLM probe" if w < 0 else f"{stage}: LLM wave {w + 1}/{waves}"
-            )
+        def job(name: str, slices: range, path: str, acc: Any) -> None:
+            sc.setJobDescription(f"{stage}: {name}")
+            col = F.col("_slice")
             (
-                keyed.filter(F.col("_wave") == w)
-                .drop("_wave")
-                .coalesce(slots)
-                .mapInPandas(_partition_runner(spec, program, key, columns, acc), schema=schema)
+                run.pending.filter((col >= slices.start) & (col < slices.stop))
+                .drop("_slice")
+                .coalesce(run.slots)
+                .mapInPandas(
+                    _partition_runner(run.spec, run.program, run.key, run.columns, acc),
+                    schema=run.schema,
+                )
                 .write.mode("overwrite")
                 # prompts are long and unique: dictionary pages only cost the JVM CPU
                 .option("parquet.enable.dictionary", "false")
                 .parquet(path)
             )
 
+        def land(wave: _Wave) -> None:
+            staged.paths.append(wave.path)
+            stats = wave.acc.value
+            summary.add_stats(stats)
+            plan.finished(int(stats.get("rows", 0)), time.monotonic())
+
         def finish(wave: _Wave) -> None:
             wave.future.result()
-            staged.paths.append(wave.path)
-            summary.add_stats(wave.acc.value)
+            land(wave)
             elapsed = time.monotonic() - t0
             self.log.info(
-                "[%s] wave %d/%d done: %d calls sent so far (%.1f req/s), %d answered from cache; "
-                "ok %d, failed %d, invalid %d; tokens %d; cost %.4f",
+                "[%s] wave %d done: %d calls sent so far (%.1f req/s), %d answered from cache; "
+                "%d/%d %s; ok %d, failed %d, invalid %d; tokens %d; cost %.4f",
                 stage,
                 wave.index + 1,
-                waves,
                 summary.sent,
                 summary.sent / elapsed if elapsed else 0.0,
                 summary.cached,
+                summary.rows,
+                plan.rows,
+                "rows" if run.key == "request_id" else "conversations",
                 summary.ok,
                 summary.failed,
                 summary.invalid,
@@ -541,7 +654,7 @@ class LLMExecutor:
             path = f"{self._staging_root()}/{stage}-{uuid.uuid4().hex[:12]}"
             acc = sc.accumulator({}, _StatsParam())
             try:
-                job(-1, path, acc)
+                job("LLM probe", range(-1, 0), path, acc)
             finally:
                 sc.setJobDescription(None)
             staged.paths.append(path)
@@ -553,60 +666,56 @@ class LLMExecutor:
             max_workers=_IN_FLIGHT_WAVES, thread_name_prefix="llm-wave"
         ) as pool:
             try:
-                for w in range(waves):
+                w = 0
+                while plan.left:
                     while len(inflight) >= _IN_FLIGHT_WAVES:
                         finish(inflight.popleft())
-                    if time.monotonic() - last_merge > _MERGE_EVERY_S and not inflight:
-                        self._merge_staged(staged.paths[staged.merged :])  # a checkpoint
+                    if time.monotonic() - last_merge > _MERGE_EVERY_S:
+                        # a checkpoint: the next wave waits for this merge's Spark jobs
+                        self._merge_staged(staged.paths[staged.merged :])
                         staged.merged = len(staged.paths)
                         last_merge = time.monotonic()
-                    self._check_budget(before, summary)
+                    self._check_budget(run.before, summary)
+                    slices = plan.next_wave(time.monotonic(), self._budget_rows(run, inflight))
                     path = f"{self._staging_root()}/{stage}-{uuid.uuid4().hex[:12]}"
                     acc = sc.accumulator({}, _StatsParam())
-                    inflight.append(
-                        _Wave(w, path, acc, time.monotonic(), pool.submit(job, w, path, acc))
-                    )
+                    future = pool.submit(job, f"LLM wave {w + 1}", slices, path, acc)
+                    inflight.append(_Wave(w, slices, path, acc, future))
+                    w += 1
                 while inflight:
                     finish(inflight.popleft())
             finally:
                 for wave in inflight:  # let waves in flight land: what they paid for is kept
                     try:
                         wave.future.result()
-                        staged.paths.append(wave.path)
-                        summary.add_stats(wave.acc.value)
+                        land(wave)
                     except Exception:  # noqa: BLE001 - the first error is being raised already
                         pass
                 sc.setJobDescription(None)
 
-    def _write_pending(
-        self, rows: DataFrame, key: str, per_wave: int, slots: int, path: str, probe: bool
-    ) -> int:
-        """Write the rows to send once, one folder per wave and ``slots`` files in each.
+    def _write_pending(self, path: str, key: str, slices: int, slots: int, probe: bool) -> None:
+        """Write the rows to send (at ``path``-all) once more, one folder per slice and
+        ``slots`` files in each.
 
-        A wave's job then reads its own folder into one task per slot without a shuffle:
-        a shuffle stage would wait for a free slot, i.e. for the previous wave to end.
-        With ``probe`` the row with the smallest key goes to wave -1, to be sent alone.
+        A wave's job then reads its slices' folders into one task per slot without a
+        shuffle: a shuffle stage would wait for a free slot, i.e. for the previous wave to
+        end. With ``probe`` the row with the smallest key goes to slice -1, to be sent alone.
         """
-        rows.write.mode("overwrite").parquet(f"{path}-all")
         try:
-            n_rows = self.spark.read.parquet(f"{path}-all").count()
-            if n_rows:
-                waves = max(1, math.ceil(n_rows / per_wave))
-                wave = F.pmod(F.xxhash64(key), F.lit(waves))
-                if probe:
-                    first = self.spark.read.parquet(f"{path}-all").agg(F.min(key)).first()[0]
-                    wave = F.when(F.col(key) == F.lit(first), F.lit(-1)).otherwise(wave)
-                (
-                    self.spark.read.parquet(f"{path}-all")
-                    .withColumn("_wave", wave)
-                    .repartition(slots)
-                    .write.mode("overwrite")
-                    .partitionBy("_wave")
-                    .parquet(path)
-                )
+            rows = self.spark.read.parquet(f"{path}-all")
+            part = F.pmod(F.xxhash64(key), F.lit(slices))
+            if probe:
+                first = rows.agg(F.min(key)).first()[0]
+                part = F.when(F.col(key) == F.lit(first), F.lit(-1)).otherwise(part)
+            (
+                rows.withColumn("_slice", part)
+                .repartition(slots)
+                .write.mode("overwrite")
+                .partitionBy("_slice")
+                .parquet(path)
+            )
         finally:
             fsutil.delete(self.spark, f"{path}-all")
-        return n_rows
 
     def _outputs(
         self, staged: list[str], out_schema: T.StructType, scratch_path: str | None
