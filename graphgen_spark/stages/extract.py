@@ -306,17 +306,18 @@ class _Extractor:
             "relations:array<struct<src_key:string,dst_key:string,src_display:string,dst_display:string,description:string>>,"
             "quarantined:array<struct<reason:string,locator:string,excerpt:string>>>"
         )
-        ok = (
-            tables.read("extractions")
-            .filter("status = 'ok'")
-            .select("content_hash", F.from_json("records", rec_schema).alias("r"))
-        )
+        ok = tables.read("extractions").filter("status = 'ok'").select("content_hash", "records")
         todo = (
             tables.read("chunks")
             .select("chunk_id", "content_hash")
             .join(have, "chunk_id", "left_anti")
         )
-        src = self.materialise(todo.join(ok, "content_hash"))
+        # parse only the records of chunks that need mentions, not every extraction stored
+        src = self.materialise(
+            todo.join(ok, "content_hash").select(
+                "chunk_id", "content_hash", F.from_json("records", rec_schema).alias("r")
+            )
+        )
         ents = src.select("chunk_id", "content_hash", F.explode("r.entities").alias("e")).select(
             "chunk_id", "content_hash", "e.key", "e.display", "e.type", "e.description"
         )
