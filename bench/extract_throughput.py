@@ -193,20 +193,21 @@ def generate_corpus(
 
 # -- client ceiling: the executor's task loop without Spark ------------------------------------
 def _probe_worker(rows: list[dict[str, Any]], spec: Any, start_at: float) -> dict[str, Any]:
-    """One task slot's loop (``executor._run_programs``) over ``rows``, in its own process."""
-    import asyncio
+    """One task slot's loop (``executor._stream_programs``) over ``rows``, in its own process."""
     import resource
 
     import pandas as pd
 
-    from graphgen_spark.llm.executor import _run_programs, _send_request
+    from graphgen_spark.llm.executor import _send_request, _stream_programs
 
     pdf = pd.DataFrame(rows)
     while time.time() < start_at:
         time.sleep(0.005)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
-    outs = asyncio.run(_run_programs(pdf, spec, _send_request, "request_id", {}))
+    outs = [
+        o for batch in _stream_programs(pdf, spec, _send_request, "request_id", {}) for o in batch
+    ]
     out = pd.DataFrame([c for o in outs for c in o["calls"]])
     t1 = time.time()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -568,7 +569,7 @@ def _marks(calls: list[dict[str, Any]], waves: list[dict[str, Any]], wall0: floa
             rf"stage {STAGE}: started",
             "to-do set: distinct chunk texts not in extractions (group-by, anti-join, count)",
         ),
-        (r"extract: \d+ distinct chunk texts to extract", "pending set: written per wave, count"),
+        (r"extract: \d+ distinct chunk texts to extract", "pending set: written per slice, count"),
     ]
     for k, call in enumerate(calls):
         at = f"attempt {k + 1}: " if len(calls) > 1 else ""
@@ -577,7 +578,7 @@ def _marks(calls: list[dict[str, Any]], waves: list[dict[str, Any]], wall0: floa
             marks.append(
                 (
                     rf"extract: attempt {k} recorded in extractions",
-                    f"{at}texts left, pending set: written per wave, count",
+                    f"{at}texts left, pending set: written per slice, count",
                 )
             )
         marks += [

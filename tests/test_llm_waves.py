@@ -27,20 +27,20 @@ def plan(rows=10_000, in_flight=64, slots=2, calls_per_row=1, wave_seconds=60.0,
     )
 
 
-def test_slices_hold_two_rows_per_place_in_flight_within_the_limits():
-    p = plan()
+def test_slices_hold_four_rows_per_place_in_flight_within_the_limits():
+    p = plan(in_flight=32)
     assert (p.slice_rows, p.slices) == (128, 79)
-    # a huge set: at most 512 slices on 2 slots, so slices grow
-    assert plan(rows=1_000_000).slices == 512
-    # many slots: slices x slots files stay within 20,000
-    assert plan(rows=1_000_000, in_flight=10, slots=200).slices == 100
+    # a huge set: at most 256 slices on 2 slots, so slices grow
+    assert plan(rows=1_000_000).slices == 256
+    # many slots: slices x slots files stay within 10,000
+    assert plan(rows=1_000_000, in_flight=10, slots=200).slices == 50
     # wave_size (requests) caps a slice, in rows of calls_per_row requests
     assert plan(rows=20, in_flight=8, wave_size=5).slice_rows == 5
     assert plan(rows=100, in_flight=64, calls_per_row=7, wave_size=350).slice_rows == 50
 
 
 def test_waves_grow_to_the_measured_duration_and_cover_every_slice_once():
-    p = plan(rows=10_000, wave_seconds=10.0)  # 79 slices of 128
+    p = plan(rows=10_000, in_flight=32, wave_seconds=10.0)  # 79 slices of 128
     first = p.next_wave(now=0.0)
     second = p.next_wave(now=0.1)  # submitted before anything finished: one slice again
     assert (first, second) == (range(0, 1), range(1, 2))
@@ -60,7 +60,7 @@ def test_waves_grow_to_the_measured_duration_and_cover_every_slice_once():
 
 
 def test_wave_size_caps_a_wave():
-    p = plan(rows=10_000, wave_seconds=600.0, wave_size=1000)
+    p = plan(rows=10_000, in_flight=32, wave_seconds=600.0, wave_size=1000)
     p.next_wave(now=0.0)
     p.finished(128, now=1.0)
     assert len(p.next_wave(now=1.0)) == 1000 // 128  # 7 slices, not 600 s worth
@@ -116,7 +116,7 @@ class _Lines(logging.Handler):
 
 
 def test_executor_runs_growing_waves_and_sends_every_request_once(spark, tables):
-    """Slices of 2 x 2 slots x 4 in flight = 16 requests; the first wave is one slice, later
+    """Slices of 4 x 2 slots x 2 in flight = 16 requests; the first wave is one slice, later
     ones grow to what the measured rate sends in wave_seconds."""
     lines = _Lines()
     log = logging.getLogger("graphgen_spark")
@@ -126,7 +126,7 @@ def test_executor_runs_growing_waves_and_sends_every_request_once(spark, tables)
     try:
         with StandinServer(StandinOptions(latency_ms=30), announce=False) as server:
             cfg = make_cfg(
-                server.base_url, concurrency_per_task=4, wave_seconds=5.0, wave_size=10_000
+                server.base_url, concurrency_per_task=2, wave_seconds=5.0, wave_size=10_000
             )
             summary = executor(spark, tables, cfg).execute(requests_df(spark, cfg, 400), "test")
             assert (summary.sent, summary.ok, summary.rows) == (400, 400, 400)

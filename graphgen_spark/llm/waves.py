@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# slices x task slots files are written; keep that a few ten thousand at most
-_MAX_FILES = 20_000
+# slices x task slots files are written; keep that ten thousand at most
+_MAX_FILES = 10_000
 
 
 @dataclass
@@ -40,12 +40,12 @@ class WavePlan:
         wave_seconds: float,
         wave_size: int,
     ) -> WavePlan:
-        """A slice holds two rows per request in flight (each in-flight place has a next
-        row waiting), more when that would write too many files; never more than a wave
-        of ``wave_size`` requests may hold."""
+        """A slice holds four rows per request in flight (a few seconds of work at usual
+        latencies), more when that would write too many files; never more than a wave of
+        ``wave_size`` requests may hold."""
         max_wave_rows = max(1, wave_size // max(1, calls_per_row))
-        max_slices = max(16, min(512, _MAX_FILES // max(1, slots)))
-        slice_rows = max(2 * in_flight, math.ceil(rows / max_slices))
+        max_slices = max(16, min(256, _MAX_FILES // max(1, slots)))
+        slice_rows = max(4 * in_flight, math.ceil(rows / max_slices))
         return cls(rows, max(1, min(slice_rows, max_wave_rows)), wave_seconds, max_wave_rows)
 
     @property
