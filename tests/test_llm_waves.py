@@ -55,6 +55,8 @@ def test_waves_grow_to_the_measured_duration_and_cover_every_slice_once():
     seen = [first, second]
     while p.left:
         seen.append(p.next_wave(now=11.0))
+    # 61 slices left and 15 wanted per wave: 15, 15, 15, then half of what is left each time
+    assert [len(r) for r in seen[2:]] == [15, 15, 15, 8, 4, 2, 1, 1]
     assert seen[-1].stop == p.slices == 79
     assert p.next_slice == 79 and not p.left
 

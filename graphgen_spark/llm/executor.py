@@ -26,9 +26,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -578,7 +577,7 @@ class LLMExecutor:
             fsutil.delete(self.spark, path)
         return summary, outputs
 
-    def _budget_rows(self, run: _WaveRun, inflight: deque[_Wave]) -> float | None:
+    def _budget_rows(self, run: _WaveRun, inflight: list[_Wave]) -> float | None:
         """Rows the budget left is estimated to pay for, after the waves in flight, from
         the tokens and cost per row so far; None without a limit or a measurement."""
         limits = self.ctx.cfg.run
@@ -603,7 +602,7 @@ class LLMExecutor:
         sc = self.spark.sparkContext
         stage, plan, summary, staged = run.stage, run.plan, run.summary, run.staged
         t0 = last_merge = time.monotonic()
-        inflight: deque[_Wave] = deque()
+        inflight: list[_Wave] = []
 
         def job(name: str, slices: range, path: str, acc: Any) -> None:
             sc.setJobDescription(f"{stage}: {name}")
@@ -628,7 +627,12 @@ class LLMExecutor:
             summary.add_stats(stats)
             plan.finished(int(stats.get("rows", 0)), time.monotonic())
 
-        def finish(wave: _Wave) -> None:
+        def finish_one() -> None:
+            """Land the first wave in flight to end, whichever was submitted first: a slot
+            it frees gets the next wave at once."""
+            wait([w.future for w in inflight], return_when=FIRST_COMPLETED)
+            wave = next(w for w in inflight if w.future.done())
+            inflight.remove(wave)
             wave.future.result()
             land(wave)
             elapsed = time.monotonic() - t0
@@ -669,7 +673,7 @@ class LLMExecutor:
                 w = 0
                 while plan.left:
                     while len(inflight) >= _IN_FLIGHT_WAVES:
-                        finish(inflight.popleft())
+                        finish_one()
                     if time.monotonic() - last_merge > _MERGE_EVERY_S:
                         # a checkpoint: the next wave waits for this merge's Spark jobs
                         self._merge_staged(staged.paths[staged.merged :])
@@ -683,7 +687,7 @@ class LLMExecutor:
                     inflight.append(_Wave(w, slices, path, acc, future))
                     w += 1
                 while inflight:
-                    finish(inflight.popleft())
+                    finish_one()
             finally:
                 for wave in inflight:  # let waves in flight land: what they paid for is kept
                     try:

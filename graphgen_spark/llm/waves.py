@@ -3,7 +3,8 @@
 The rows to send are written once in *slices* of a few seconds' work each. A wave is a run
 of consecutive slices whose length is chosen when the wave is submitted: the first wave is
 one slice (the first progress line and any endpoint error come quickly), later ones take
-as many slices as the measured rate finishes in ``llm.wave_seconds``. Long waves keep the
+as many slices as the measured rate finishes in ``llm.wave_seconds``, but never more than
+half of what is left (the last waves taper off). Long waves keep the
 endpoint busy (each task start and end is a moment with fewer requests in flight) and
 short ones lose less to a crash; measuring makes the wave a duration whatever the endpoint's
 speed. Near a budget limit waves shrink to what the remaining budget pays for.
@@ -75,6 +76,9 @@ class WavePlan:
         if budget_rows is not None:
             want = min(want, budget_rows)
         k = max(1, int(want // self.slice_rows))
+        # taper: at most half of what is left, so the last waves are short and the task
+        # slots (whose tasks start staggered) run out of work at nearly the same time
+        k = min(k, math.ceil((self.slices - self.next_slice) / 2))
         lo = self.next_slice
         self.next_slice = min(self.slices, lo + k)
         return range(lo, self.next_slice)
