@@ -628,8 +628,8 @@ class LLMExecutor:
             plan.finished(int(stats.get("rows", 0)), time.monotonic())
 
         def finish_one() -> None:
-            """Land the first wave in flight to end, whichever was submitted first: a slot
-            it frees gets the next wave at once."""
+            """Land whichever wave in flight ends first, not the one submitted first: the
+            slot it frees gets the next wave at once."""
             wait([w.future for w in inflight], return_when=FIRST_COMPLETED)
             wave = next(w for w in inflight if w.future.done())
             inflight.remove(wave)
