@@ -14,9 +14,9 @@ to the task's share of in-flight requests, handing finished rows to the JVM as t
 ``llm/waves.py`` sizes each wave to about ``llm.wave_seconds`` of work. Two waves are in
 flight at once, so a task slot that finishes its part of one wave starts on the next
 without waiting for the driver. Each wave writes its outcomes, with the call rows nested,
-to a staging folder once; the staged waves are MERGEd into ``llm_calls`` at the end of the call (and at least
-every ``_MERGE_EVERY_S``), so a crash loses at most the waves in flight and the next
-start merges whatever was staged. Per-wave progress and the budget guard use Spark
+to a staging folder once; the staged waves are MERGEd into ``llm_calls`` at the end of the
+call (and every ``_MERGE_EVERY_S``), so a crash loses at most the waves in flight and the
+next start merges whatever was staged. Per-wave progress and the budget guard use Spark
 accumulators, because any other Spark job would queue behind the running wave's tasks.
 """
 
@@ -188,6 +188,7 @@ class _Programs:
     ) -> None:
         self.spec, self.program, self.key, self.stats = spec, program, key, stats
         self.clients: dict[str, openai.AsyncOpenAI] = {}
+        self.limiters: dict[str, TaskLimiter] = {}
         self.tasks: list[asyncio.Task] = []
         self.done: asyncio.Queue[asyncio.Task] = asyncio.Queue()
 
@@ -351,6 +352,7 @@ class _WaveRun:
     columns: list[str]
     schema: T.StructType
     stage: str
+    unit: str  # "requests" or "conversations", for progress lines
     summary: ExecutionSummary
     before: tuple[int, float]
     staged: _Staged
@@ -510,15 +512,16 @@ class LLMExecutor:
         cfg = self.ctx.cfg
         slots = max(1, self.spark.sparkContext.defaultParallelism)
         staged = _Staged()
+        unit = "requests" if calls_per_row == 1 else "conversations"
         try:
+            # written once to count them and slice them without computing ``rows`` twice
             rows.write.mode("overwrite").parquet(f"{pending_path}-all")
-            n_rows = self.spark.read.parquet(f"{pending_path}-all").count()
+            all_rows = self.spark.read.parquet(f"{pending_path}-all")
+            n_rows = all_rows.count()
             if n_rows == 0:
-                fsutil.delete(self.spark, f"{pending_path}-all")
                 summary.seconds = time.monotonic() - t0
                 return summary, self._outputs([], out_schema, scratch_path)
             if roles is None:  # request rows name their role
-                all_rows = self.spark.read.parquet(f"{pending_path}-all")
                 roles = tuple(r["role"] for r in all_rows.select("role").distinct().collect())
             spec = self._task_spec(list(roles), slots)
             per_slot = min(lim.concurrency for lim in spec.limits.values())
@@ -530,13 +533,13 @@ class LLMExecutor:
                 wave_seconds=cfg.llm.wave_seconds,
                 wave_size=cfg.llm.wave_size,
             )
-            self._write_pending(pending_path, key, plan.slices, slots, probe is not None)
+            self._write_pending(all_rows, pending_path, key, plan.slices, slots, probe is not None)
             self.log.info(
                 "[%s] %d %s to run over %d task slot(s), %d in flight per slot, in %d slice(s) "
                 "of ~%d; waves of ~%.0f s",
                 stage,
                 n_rows,
-                "requests" if calls_per_row == 1 else "conversations",
+                unit,
                 slots,
                 per_slot,
                 plan.slices,
@@ -556,12 +559,14 @@ class LLMExecutor:
                 columns,
                 schema,
                 stage,
+                unit,
                 summary,
                 before,
                 staged,
             )
             self._waves(waves, probe)
         finally:
+            fsutil.delete(self.spark, f"{pending_path}-all")
             fsutil.delete(self.spark, pending_path)
             t_merge = time.monotonic()
             self._merge_staged(staged.paths[staged.merged :])
@@ -646,7 +651,7 @@ class LLMExecutor:
                 summary.cached,
                 summary.rows,
                 plan.rows,
-                "rows" if run.key == "request_id" else "conversations",
+                run.unit,
                 summary.ok,
                 summary.failed,
                 summary.invalid,
@@ -697,29 +702,27 @@ class LLMExecutor:
                         pass
                 sc.setJobDescription(None)
 
-    def _write_pending(self, path: str, key: str, slices: int, slots: int, probe: bool) -> None:
-        """Write the rows to send (at ``path``-all) once more, one folder per slice and
-        ``slots`` files in each.
+    def _write_pending(
+        self, rows: DataFrame, path: str, key: str, slices: int, slots: int, probe: bool
+    ) -> None:
+        """Write the rows to send to ``path``, one folder per slice and ``slots`` files in
+        each.
 
         A wave's job then reads its slices' folders into one task per slot without a
         shuffle: a shuffle stage would wait for a free slot, i.e. for the previous wave to
         end. With ``probe`` the row with the smallest key goes to slice -1, to be sent alone.
         """
-        try:
-            rows = self.spark.read.parquet(f"{path}-all")
-            part = F.pmod(F.xxhash64(key), F.lit(slices))
-            if probe:
-                first = rows.agg(F.min(key)).first()[0]
-                part = F.when(F.col(key) == F.lit(first), F.lit(-1)).otherwise(part)
-            (
-                rows.withColumn("_slice", part)
-                .repartition(slots)
-                .write.mode("overwrite")
-                .partitionBy("_slice")
-                .parquet(path)
-            )
-        finally:
-            fsutil.delete(self.spark, f"{path}-all")
+        part = F.pmod(F.xxhash64(key), F.lit(slices))
+        if probe:
+            first = rows.agg(F.min(key)).first()[0]
+            part = F.when(F.col(key) == F.lit(first), F.lit(-1)).otherwise(part)
+        (
+            rows.withColumn("_slice", part)
+            .repartition(slots)
+            .write.mode("overwrite")
+            .partitionBy("_slice")
+            .parquet(path)
+        )
 
     def _outputs(
         self, staged: list[str], out_schema: T.StructType, scratch_path: str | None
