@@ -276,6 +276,20 @@ class PartitionConfig(_Section):
         return self
 
 
+class GraphConfig(_Section):
+    """Which formulation answers the graph queries (graphgen_spark/graph/engines.py)."""
+
+    engine: Literal["auto", "graphframes", "dataframe"] = Field(
+        "auto",
+        description="graphframes: every graph query on GraphFrames (its jar must be on the "
+        "classpath); dataframe: plain DataFrame joins; auto: the faster one measured per "
+        "query where the GraphFrames jar is present, DataFrame joins where it is not",
+    )
+    label_propagation_iters: int = Field(
+        20, ge=1, description="rounds of label propagation that cut oversized components"
+    )
+
+
 class StyleConfig(_Section):
     answer_style: Literal[
         "logical",
@@ -371,6 +385,7 @@ class Config(_Section):
     quiz: QuizConfig = Field(default_factory=QuizConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     ece: ECEConfig = Field(default_factory=ECEConfig)
+    graph: GraphConfig = Field(default_factory=GraphConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     style: StyleConfig = Field(default_factory=StyleConfig)

@@ -241,7 +241,8 @@ SCHEMAS: dict[str, T.StructType] = {
         ("loss", DBL),
         ("difficulty", INT),  # loss tercile 0/1/2 among batches of the method (§7.3)
         ("component_id", STR),
-        ("engine", STR),
+        ("engine", STR),  # partition engine: component / claim / rounds
+        ("graph_engine", STR),  # who answered its graph queries, e.g. components=graphframes
         ("flags", T.ArrayType(STR)),  # e.g. over_budget
         ("run_id", STR),
     ),
@@ -371,6 +372,9 @@ class Tables:
     def location(self, name: str) -> str:
         """Filesystem path (local / cluster) or fully qualified table name (catalog)."""
         if self.catalog and self.db_schema:
+            if self.catalog == "spark_catalog":
+                # open-source Delta's table builder parses two-part names only
+                return f"{self.db_schema}.{name}"
             return f"{self.catalog}.{self.db_schema}.{name}"
         base = self.output_dir.rstrip("/")
         if "://" not in base:

@@ -10,7 +10,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import build_config
-from graphgen_spark.graph.motifs import two_hop_paths
+from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.ids import rr
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.engine import run_method
@@ -239,7 +239,13 @@ def test_two_hop_motif_equals_brute_force(spark, tables, engine):
     if engine == "graphframes" and not has_graphframes(spark):
         pytest.skip("GraphFrames jar not on the classpath (see make setup)")
     write_graph(spark, tables)
-    paths = two_hop_paths(tables.read("relations"), tables.read("entities"), engine=engine)
+    e = tables.read("relations").select(
+        F.col("src_id").alias("src"), F.col("dst_id").alias("dst"), "edge_id"
+    )
+    v = tables.read("entities").select(F.col("entity_id").alias("id"))
+    queries = GraphQueries(spark, engine, str(tables.output_dir) + "/ck")
+    paths = queries.two_hop_paths(v, e)
+    assert queries.used["two_hop_paths"] == engine
     got = {tuple(r) for r in paths.select("a", "e1", "b", "e2", "c").collect()}
     assert got == brute_force_paths(EDGES)
 

@@ -43,7 +43,7 @@ def test_delta_round_trip_through_the_session(spark, tables):
     assert detail["format"] == "delta"
 
 
-def test_graphframes_query_through_the_session_builder(spark):
+def test_graphframes_query_through_the_session_builder(spark, tmp_path):
     if not has_graphframes(spark):
         with pytest.raises(RuntimeError, match=coordinates()["graphframes"]):
             require_graphframes(spark)
@@ -55,7 +55,7 @@ def test_graphframes_query_through_the_session_builder(spark):
 
     v = spark.createDataFrame([("a",), ("b",), ("c",), ("d",)], ["id"])
     e = spark.createDataFrame([("a", "b"), ("b", "c")], ["src", "dst"])
-    spark.sparkContext.setCheckpointDir("/tmp/graphgen-spark-checkpoints")
+    spark.sparkContext.setCheckpointDir(str(tmp_path / "checkpoints"))
     g = GraphFrame(v, e)
     comps = {r["id"]: r["component"] for r in g.connectedComponents().collect()}
     assert comps["a"] == comps["b"] == comps["c"] != comps["d"]

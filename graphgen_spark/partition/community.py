@@ -1,7 +1,10 @@
 """`community` partitioning (§6.7): Leiden communities cut into connected pieces.
 
 Runs on one connected component at a time (the engine hands each component to a task),
-so Leiden's modularity optimisation never sees two components at once. Oversized
+so Leiden's modularity optimisation never sees two components at once. A component over
+``community.max_component_nodes`` is first cut by label propagation (:func:`cut_oversized`,
+on GraphFrames or DataFrame joins) and Leiden runs per label; relations between labels are
+in no batch and are counted as uncovered. Oversized
 communities are split by BFS from their best-ranked unassigned node, which keeps every
 piece connected (the reference slices by list position and may disconnect them).
 """
@@ -9,10 +12,14 @@ piece connected (the reference slices by list position and may disconnect them).
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 import igraph
 import leidenalg
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
+from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.partition.graph import Graph, by_rank
 from graphgen_spark.partition.reference import Batch, Params, Partition, make_batch
 
@@ -88,4 +95,69 @@ def community(graph: Graph, params: Params, max_size: int, seed: int) -> Partiti
         tuple(batches),
         tuple(sorted(v for v in graph.units() if v in graph.nodes and v not in in_batch_nodes)),
         tuple(sorted(e for e in graph.edges if e not in in_batch_edges)),
+    )
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Nodes and edges with ``component_id`` replaced by the label group for cut components;
+    ``groups`` maps ``group_id`` back to ``component_id`` (None when nothing was cut)."""
+
+    nodes: DataFrame
+    edges: DataFrame
+    groups: DataFrame | None = None
+    n_cut: int = 0
+
+    def restore(self, batches: DataFrame, graph_engine: str) -> DataFrame:
+        """Batches of cut groups get their component id back and name label propagation."""
+        assert self.groups is not None
+        g = self.groups.withColumnRenamed("component_id", "_component")
+        return (
+            batches.join(g.withColumnRenamed("group_id", "component_id"), "component_id", "left")
+            .withColumn(
+                "graph_engine",
+                F.when(F.col("_component").isNotNull(), F.lit(graph_engine)).otherwise(
+                    F.col("graph_engine")
+                ),
+            )
+            .withColumn("component_id", F.coalesce("_component", "component_id"))
+            .drop("_component")
+        )
+
+
+def cut_oversized(
+    nodes: DataFrame, edges: DataFrame, max_nodes: int, queries: GraphQueries, iters: int
+) -> Cut:
+    """Cut every component of more than ``max_nodes`` nodes by label propagation (§6.7)."""
+    sizes = nodes.groupBy("component_id").count()
+    big = [r["component_id"] for r in sizes.filter(F.col("count") > max_nodes).collect()]
+    if not big:
+        return Cut(nodes, edges)
+    inside = F.col("component_id").isin(big)
+    labels = queries.label_propagation(
+        nodes.filter(inside).select(F.col("entity_id").alias("id")),
+        edges.filter(inside).select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst")),
+        iters,
+    )
+    grouped = nodes.join(labels.withColumnRenamed("id", "entity_id"), "entity_id", "left")
+    group = F.when(F.col("label").isNotNull(), F.concat_ws("/", "component_id", "label")).otherwise(
+        F.col("component_id")
+    )
+    new_nodes = grouped.withColumn("group_id", group)
+    groups = (
+        new_nodes.filter(F.col("label").isNotNull()).select("group_id", "component_id").distinct()
+    )
+    node_group = new_nodes.select(F.col("entity_id").alias("src_id"), F.col("group_id").alias("gs"))
+    new_edges = (
+        edges.join(node_group, "src_id")
+        .join(node_group.withColumnsRenamed({"src_id": "dst_id", "gs": "gd"}), "dst_id")
+        .filter(F.col("gs") == F.col("gd"))  # relations between labels fall out
+        .withColumn("component_id", F.col("gs"))
+        .drop("gs", "gd")
+    )
+    return Cut(
+        new_nodes.withColumn("component_id", F.col("group_id")).drop("group_id", "label"),
+        new_edges,
+        groups,
+        len(big),
     )

@@ -34,6 +34,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from graphgen_spark.graph.engines import DataFrameGraph, GraphQueries
 from graphgen_spark.partition.distributed import RoundsRun, in_rounds
 from graphgen_spark.partition.graph import Edge, Graph, Node
 from graphgen_spark.partition.reference import EDGE_SEED, Params, expand
@@ -59,10 +60,16 @@ def reach(params: Params) -> int:
 
 
 def by_rounds(
-    nodes: DataFrame, edges: DataFrame, params: Params, ranks: DataFrame | None = None, **options
+    nodes: DataFrame,
+    edges: DataFrame,
+    params: Params,
+    ranks: DataFrame | None = None,
+    queries: GraphQueries | None = None,
+    **options,
 ) -> RoundsRun:
     """Exact batches of ``ece/edge_seed`` by rounds; arguments and ``options`` as for
-    :func:`graphgen_spark.partition.distributed.in_rounds`."""
+    :func:`graphgen_spark.partition.distributed.in_rounds`; ``queries`` answers the
+    neighbourhood query of the balls (DataFrame joins when not given)."""
     reason = unsupported(EDGE_SEED, params)
     if reason:
         raise ValueError(reason)
@@ -72,7 +79,7 @@ def by_rounds(
     def one_round(live: DataFrame, keep: Callable[[DataFrame], DataFrame]) -> DataFrame:
         seeds = keep(_active(live, 2 * depth, keep))
         if depth:
-            balls = _balls(live, seeds, depth, keep)
+            balls = _balls(live, seeds, depth, keep, queries or DataFrameGraph(keep))
         else:  # every relation is its own batch
             balls = seeds.select(F.col("seed_id").alias("edge_id"), "seed_id")
         return _expand(balls, live, tokens, params)
@@ -98,15 +105,24 @@ def _active(live: DataFrame, radius: int, keep: Callable[[DataFrame], DataFrame]
 
 
 def _balls(
-    live: DataFrame, seeds: DataFrame, depth: int, keep: Callable[[DataFrame], DataFrame]
+    live: DataFrame,
+    seeds: DataFrame,
+    depth: int,
+    keep: Callable[[DataFrame], DataFrame],
+    queries: GraphQueries | DataFrameGraph,
 ) -> DataFrame:
-    """``(edge_id, seed_id)``: the untaken relations within ``depth`` hops of each seed."""
-    incidence = live.select(F.explode(F.array("src_id", "dst_id")).alias("node"), "edge_id")
-    member = seeds.select(F.col("seed_id").alias("edge_id"), "seed_id")
-    for _ in range(depth):
-        reached = member.join(incidence, "edge_id").select("node", "seed_id").distinct()
-        member = keep(reached.join(incidence, "node").select("edge_id", "seed_id").distinct())
-    return member
+    """``(edge_id, seed_id)``: the untaken relations within ``depth`` hops of each seed.
+
+    A relation is within line-graph distance ``depth`` of a seed when it touches a node
+    within ``depth - 1`` hops of the seed's endpoints: a k-hop neighbourhood query."""
+    ends = seeds.join(live.withColumnRenamed("edge_id", "seed_id"), "seed_id").select(
+        "seed_id", F.explode(F.array("src_id", "dst_id")).alias("id")
+    )
+    e = live.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst"))
+    v = e.select(F.explode(F.array("src", "dst")).alias("id")).distinct()
+    near = queries.neighbourhood(v, e, ends, depth - 1)
+    incidence = live.select(F.explode(F.array("src_id", "dst_id")).alias("id"), "edge_id")
+    return keep(near.join(incidence, "id").select("edge_id", "seed_id").distinct())
 
 
 def _unit_tokens(nodes: DataFrame, edges: DataFrame, params: Params) -> DataFrame | None:

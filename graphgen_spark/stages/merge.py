@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.graph.normalize import clean_text
 from graphgen_spark.graph.stats import compute_stats
 from graphgen_spark.ids import h_col
@@ -315,12 +316,14 @@ class _Merger:
         try:
             e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
             r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
-            stats = compute_stats(
+            queries = GraphQueries(
                 ctx.spark,
-                tables.read("entities"),
-                tables.read("relations"),
-                ctx.run_id,
+                ctx.cfg.graph.engine,
                 f"{self.scratch.path}/checkpoints",
+                self.scratch.materialise,
+            )
+            stats = compute_stats(
+                ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
             )
             tables.merge("graph_stats", stats, update_when="true")
         finally:

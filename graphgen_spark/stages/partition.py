@@ -18,16 +18,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import Config
-from graphgen_spark.graph.stats import connected_components
+from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.ids import h, h_col
 from graphgen_spark.partition.claim import ENGINE as CLAIM
 from graphgen_spark.partition.claim import by_claim
 from graphgen_spark.partition.claim import unsupported as claim_unsupported
+from graphgen_spark.partition.community import METHOD as COMMUNITY
+from graphgen_spark.partition.community import Cut, cut_oversized
 from graphgen_spark.partition.distributed import rank_units, union_all
 from graphgen_spark.partition.engine import per_component
 from graphgen_spark.partition.reference import Params
@@ -95,8 +98,8 @@ def config_hash(cfg: Config, method: str) -> str:
     return h(json.dumps(shaping, sort_keys=True))
 
 
-def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFrame, str]:
-    """Nodes and edges with tokens, loss, rr and component id; and the components engine."""
+def unit_frames(ctx: StageContext, queries: GraphQueries) -> tuple[DataFrame, DataFrame]:
+    """Nodes and edges with tokens, loss, rr and component id (the smallest entity id)."""
     cfg, tables = ctx.cfg, ctx.tables
     seed = str(cfg.run.seed)
     if cfg.gap_scoring == "on":
@@ -117,11 +120,9 @@ def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFram
     rels = tables.read("relations").select(
         "edge_id", "src_id", "dst_id", F.col("n_tokens").alias("tokens")
     )
-    comps, engine = connected_components(
-        ctx.spark,
+    comps = queries.components(
         ents.select(F.col("entity_id").alias("id")),
         rels.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst")),
-        checkpoint,
     )
     comps = comps.select(F.col("id").alias("entity_id"), F.col("component").alias("component_id"))
     nodes = (
@@ -134,7 +135,7 @@ def unit_frames(ctx: StageContext, checkpoint: str) -> tuple[DataFrame, DataFram
         .join(losses.withColumnRenamed("id", "edge_id"), "edge_id", "left")
         .withColumn("rr", h_col(F.lit(seed), "edge_id"))
     )
-    return nodes, edges, engine
+    return nodes, edges
 
 
 def unit_ranks(
@@ -181,7 +182,10 @@ def run(ctx: StageContext) -> StageResult:
     result = StageResult()
     scratch = Scratch(ctx, STAGE)
     try:
-        nodes, edges, comp_engine = unit_frames(ctx, f"{scratch.path}/checkpoint")
+        queries = GraphQueries(
+            ctx.spark, cfg.graph.engine, f"{scratch.path}/checkpoint", scratch.materialise
+        )
+        nodes, edges = unit_frames(ctx, queries)
         nodes = scratch.materialise(nodes)
         edges = scratch.materialise(edges)
         ranks = unit_ranks(nodes, edges, cfg, scratch.materialise)  # materialised inside
@@ -208,24 +212,24 @@ def run(ctx: StageContext) -> StageResult:
             )
         else:
             comm_nodes, comm_edges = nodes, edges
-        params = params_for(cfg)
+        plan = _Plan(ctx, params_for(cfg), ranks, sorted(giant), scratch, queries)
         methods = sorted({method_for(cfg, m) for m in cfg.generate.modes})
         n_units = nodes.filter(~F.col("is_placeholder")).count() + edges.count()
         for method in methods:
-            result.add(
-                _partition_method(
-                    ctx,
-                    method,
-                    params,
-                    comm_nodes if method == "community" else nodes,
-                    comm_edges if method == "community" else edges,
-                    ranks,
-                    n_units,
-                    sorted(giant),
-                    scratch,
+            if method == COMMUNITY:
+                cut = cut_oversized(
+                    comm_nodes,
+                    comm_edges,
+                    cfg.partition.community.max_component_nodes,
+                    queries,
+                    cfg.graph.label_propagation_iters,
                 )
-            )
-        result.counts["components_engine_graphframes"] = int(comp_engine == "graphframes")
+                result.add(_partition_method(plan, method, cut.nodes, cut.edges, n_units, cut))
+            else:
+                result.add(_partition_method(plan, method, nodes, edges, n_units))
+        result.counts["components_engine_graphframes"] = int(
+            queries.used["components"] == "graphframes"
+        )
     finally:
         scratch.cleanup()
     return result
@@ -260,17 +264,28 @@ def engine_plan(
     return COMPONENT, None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every method of one partition run shares."""
+
+    ctx: StageContext
+    params: Params
+    ranks: DataFrame
+    giant: list[str]
+    scratch: Scratch
+    queries: GraphQueries
+
+    def graph_engine(self, *ops: str) -> str:
+        """``subgraphs.graph_engine``: who answered the graph queries behind a batch."""
+        return ",".join(f"{op}={self.queries.used[op]}" for op in ("components", *ops))
+
+
 def _build_batches(
-    ctx: StageContext,
-    method: str,
-    params: Params,
-    nodes: DataFrame,
-    edges: DataFrame,
-    ranks: DataFrame,
-    giant: list[str],
-    scratch: Scratch,
+    plan: _Plan, method: str, nodes: DataFrame, edges: DataFrame
 ) -> tuple[DataFrame, dict[str, int]]:
-    """Batches with an ``engine`` column, and how many components each engine took."""
+    """Batches with ``engine`` and ``graph_engine`` columns, and how many components each
+    engine took."""
+    ctx, params, giant, scratch = plan.ctx, plan.params, plan.giant, plan.scratch
     cfg = ctx.cfg
     p, comm = cfg.partition, cfg.partition.community
     key = method.replace("/", "_")
@@ -296,17 +311,24 @@ def _build_batches(
             local_nodes, local_edges = nodes.filter(~inside), edges.filter(~inside)
         else:
             big_nodes, big_edges = nodes, edges
+        options = {"queries": plan.queries} if name == ROUNDS else {}
         run = (by_claim if name == CLAIM else by_rounds)(
             big_nodes,
             big_edges,
             params,
-            ranks,
+            plan.ranks,
             max_rounds=p.max_rounds,
             collect_threshold=p.collect_threshold,
             materialise=scratch.materialise,
             log=ctx.log,
+            **options,
         )
-        parts.append(run.batches.withColumn("engine", F.lit(name)))
+        ops = ("neighbourhood",) if name == ROUNDS and run.rounds else ()
+        parts.append(
+            run.batches.withColumn("engine", F.lit(name)).withColumn(
+                "graph_engine", F.lit(plan.graph_engine(*ops))
+            )
+        )
         taken = len(ids) if ids is not None else n_components
         counts[f"{key}_engine_{name}_components"] = taken
         counts[f"{key}_{name}_rounds"] = run.rounds
@@ -323,30 +345,29 @@ def _build_batches(
         )
     if name == COMPONENT or ids is not None:
         parts.append(
-            per_component(
-                local_nodes, local_edges, method, params, comm.max_size, comm.seed
-            ).withColumn("engine", F.lit(COMPONENT))
+            per_component(local_nodes, local_edges, method, params, comm.max_size, comm.seed)
+            .withColumn("engine", F.lit(COMPONENT))
+            .withColumn("graph_engine", F.lit(plan.graph_engine()))
         )
         counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(ids or [])
     return union_all(parts), counts
 
 
 def _partition_method(
-    ctx: StageContext,
+    plan: _Plan,
     method: str,
-    params: Params,
     nodes: DataFrame,
     edges: DataFrame,
-    ranks: DataFrame,
     n_units: int,
-    giant: list[str],
-    scratch: Scratch,
+    cut: Cut | None = None,
 ) -> StageResult:
+    ctx, ranks, scratch = plan.ctx, plan.ranks, plan.scratch
     cfg, tables = ctx.cfg, ctx.tables
     chash = config_hash(cfg, method)
-    batches, engine_counts = _build_batches(
-        ctx, method, params, nodes, edges, ranks, giant, scratch
-    )
+    batches, engine_counts = _build_batches(plan, method, nodes, edges)
+    if cut is not None and cut.groups is not None:
+        batches = cut.restore(batches, plan.graph_engine("label_propagation"))
+        engine_counts[f"{method}_cut_components"] = cut.n_cut
     batches = scratch.materialise(batches)
     batches = with_difficulty(batches, difficulty_cuts(batches))
     rows = (
@@ -359,7 +380,7 @@ def _partition_method(
     rows = scratch.materialise(rows)
     changed = (
         "NOT (t.node_ids <=> s.node_ids AND t.edge_ids <=> s.edge_ids AND t.loss <=> s.loss"
-        " AND t.engine <=> s.engine)"
+        " AND t.engine <=> s.engine AND t.graph_engine <=> s.graph_engine)"
     )
     res = tables.merge(
         "subgraphs",

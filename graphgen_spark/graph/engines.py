@@ -1,0 +1,322 @@
+"""The graph queries of the design, each in two formulations: GraphFrames and DataFrame joins.
+
+Every stage that asks a question of the graph (components, degrees, 2-hop paths, k-hop
+neighbourhoods, label propagation) asks it of a :class:`GraphQueries`, which runs the
+formulation ``graph.engine`` chooses: ``graphframes``, ``dataframe``, or ``auto`` (the faster
+one measured on our graphs, :data:`FASTEST`, when the GraphFrames jar is on the classpath).
+Both formulations return the same rows in the same types, so nothing downstream can tell
+them apart except by the engine names recorded in ``graph_stats`` and ``subgraphs``:
+
+- components are labelled by the smallest entity id in the component (a string);
+- label propagation is synchronous, each vertex taking the most frequent label among its
+  neighbours, ties to the smallest label (GraphFrames' own rule), on vertex indexes in id
+  order, so both formulations give the same labels;
+- neighbourhoods are ``(seed_id, id, hop)`` with the smallest hop count.
+
+GraphFrames checkpoints its iterative plans (connected components, label propagation) into
+the checkpoint folder it is given: the stage's scratch folder on the output's filesystem, so
+checkpoints survive on shared storage on a cluster and are removed with the scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from graphgen_spark.session import has_graphframes
+
+GRAPHFRAMES = "graphframes"
+DATAFRAME = "dataframe"
+ENGINES = ("auto", GRAPHFRAMES, DATAFRAME)
+OPS = ("components", "degrees", "two_hop_paths", "neighbourhood", "label_propagation")
+
+# The faster formulation per query under `graph.engine: auto`, from bench/results/
+# graph_engines.json (power-law graphs of 10k, 100k and 1M relations on local[2]; ratio =
+# GraphFrames seconds / DataFrame seconds in the same run, at 1M unless said otherwise).
+FASTEST = {
+    "components": GRAPHFRAMES,
+    "degrees": DATAFRAME,
+    "two_hop_paths": DATAFRAME,
+    "neighbourhood": DATAFRAME,
+    "label_propagation": GRAPHFRAMES,
+}
+
+Keep = Callable[[DataFrame], DataFrame]
+
+
+def _local_keep(df: DataFrame) -> DataFrame:
+    return df.localCheckpoint(eager=True)
+
+
+def symmetrised(edges: DataFrame, *extra: str) -> DataFrame:
+    """Both directions of undirected ``(src, dst, *extra)`` edges."""
+    back = edges.select(F.col("dst").alias("src"), F.col("src").alias("dst"), *extra)
+    return edges.select("src", "dst", *extra).unionByName(back)
+
+
+def vertex_index(v: DataFrame) -> DataFrame:
+    """``(id, idx)``: each vertex's 0-based position in id order (a total order, distributed)."""
+    from graphgen_spark.partition.distributed import global_position
+
+    return global_position(v.select("id"), [F.col("id")], "idx").withColumn("idx", F.col("idx") - 1)
+
+
+class DataFrameGraph:
+    """Every query as plain joins and aggregations: runs on any Spark, no extra jar."""
+
+    name = DATAFRAME
+
+    def __init__(self, keep: Keep | None = None) -> None:
+        self.keep = keep or _local_keep
+
+    def components(self, v: DataFrame, e: DataFrame, max_iter: int = 1000) -> DataFrame:
+        """Min-label propagation over undirected edges until no label changes."""
+        both = symmetrised(e)
+        labels = self.keep(v.select("id", F.col("id").alias("component")))
+        for _ in range(max_iter):
+            incoming = (
+                both.join(labels, both.src == labels.id)
+                .groupBy(both.dst.alias("id"))
+                .agg(F.min("component").alias("cand"))
+            )
+            new = self.keep(
+                labels.join(incoming, "id", "left").select(
+                    "id", F.least("component", F.coalesce("cand", "component")).alias("component")
+                )
+            )
+            changed = (
+                new.join(labels.withColumnRenamed("component", "old"), "id")
+                .filter("component <> old")
+                .limit(1)
+                .count()
+            )
+            labels = new
+            if not changed:
+                break
+        return labels
+
+    def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        ends = e.select(F.explode(F.array("src", "dst")).alias("id"))
+        deg = ends.groupBy("id").agg(F.count("*").cast("int").alias("degree"))
+        return v.select("id").join(deg, "id", "left").fillna(0, ["degree"])
+
+    def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        s = symmetrised(e, "edge_id")
+        first = s.select(
+            F.col("src").alias("a"), F.col("edge_id").alias("e1"), F.col("dst").alias("b")
+        )
+        second = s.select(
+            F.col("src").alias("b"), F.col("edge_id").alias("e2"), F.col("dst").alias("c")
+        )
+        return first.join(second, "b").filter("a != c").select("a", "e1", "b", "e2", "c")
+
+    def neighbourhood(self, v: DataFrame, e: DataFrame, starts: DataFrame, hops: int) -> DataFrame:
+        """Frontier joins: hop ``h`` is the unseen neighbours of hop ``h - 1``."""
+        both = symmetrised(e)
+        reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
+        frontier = reached
+        for h in range(1, hops + 1):
+            step = (
+                frontier.join(both, frontier.id == both.src)
+                .select("seed_id", F.col("dst").alias("id"))
+                .distinct()
+                .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
+                .withColumn("hop", F.lit(h))
+            )
+            frontier = self.keep(step)
+            reached = self.keep(reached.unionByName(frontier))
+        return reached
+
+    def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
+        index = self.keep(vertex_index(v))
+        both = symmetrised(e)
+        idx_e = (
+            both.join(index.withColumnsRenamed({"id": "src", "idx": "s"}), "src")
+            .join(index.withColumnsRenamed({"id": "dst", "idx": "d"}), "dst")
+            .select("s", "d")
+        )
+        labels = self.keep(index.select(F.col("idx").alias("i"), F.col("idx").alias("label")))
+        best = Window.partitionBy("i").orderBy(F.desc("n"), "label")
+        for _ in range(max_iter):
+            votes = (
+                idx_e.join(labels.withColumnRenamed("i", "s"), "s")
+                .groupBy(F.col("d").alias("i"), "label")
+                .agg(F.count("*").alias("n"))
+                .withColumn("r", F.row_number().over(best))
+                .filter("r = 1")
+                .select("i", F.col("label").alias("new"))
+            )
+            new = self.keep(
+                labels.join(votes, "i", "left").select(
+                    "i", F.coalesce("new", "label").alias("label"), F.col("label").alias("old")
+                )
+            )
+            changed = new.filter("label <> old").limit(1).count()
+            labels = new.select("i", "label")
+            if not changed:
+                break
+        return _labels_by_id(index, labels.withColumnRenamed("i", "idx"))
+
+
+class GraphFramesGraph:
+    """Every query on a ``GraphFrame`` (GraphFrames 0.11): needs its jar on the classpath.
+
+    Iterative algorithms checkpoint into ``checkpoint_dir`` (reliable checkpoints on the
+    output's filesystem, not local ones, so a lost executor does not lose the lineage).
+    """
+
+    name = GRAPHFRAMES
+
+    def __init__(self, spark: SparkSession, checkpoint_dir: str, keep: Keep | None = None) -> None:
+        self.spark = spark
+        self.keep = keep or _local_keep
+        self.checkpoint_dir = checkpoint_dir
+        spark.sparkContext.setCheckpointDir(checkpoint_dir)
+
+    @staticmethod
+    def graph(v: DataFrame, e: DataFrame):
+        from graphframes import GraphFrame
+
+        return GraphFrame(v, e)
+
+    def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        """Two-phase connected components with AQE-sized joins (``broadcastThreshold=-1``),
+        labelled by the smallest vertex id (``useLabelsAsComponents``)."""
+        found = self.graph(v.select("id"), e.select("src", "dst")).connectedComponents(
+            algorithm="two_phase",
+            broadcastThreshold=-1,
+            useLabelsAsComponents=True,
+            checkpointInterval=2,
+            max_iter=2**31 - 2,  # graphframes-py's own default is 2 ^ 31 - 2, which is 31
+        )
+        out = self.keep(found.select("id", F.col("component").cast("string").alias("component")))
+        found.unpersist()
+        return out
+
+    def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        deg = self.graph(v.select("id"), e.select("src", "dst")).degrees
+        return (
+            v.select("id")
+            .join(deg, "id", "left")
+            .select("id", F.coalesce(F.col("degree"), F.lit(0)).cast("int").alias("degree"))
+        )
+
+    def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        g = self.graph(v.select("id"), symmetrised(e, "edge_id"))
+        found = g.find("(a)-[e1]->(b); (b)-[e2]->(c)").filter("a.id != c.id")
+        return found.select(
+            F.col("a.id").alias("a"),
+            F.col("e1.edge_id").alias("e1"),
+            F.col("b.id").alias("b"),
+            F.col("e2.edge_id").alias("e2"),
+            F.col("c.id").alias("c"),
+        )
+
+    def neighbourhood(self, v: DataFrame, e: DataFrame, starts: DataFrame, hops: int) -> DataFrame:
+        """``aggregateMessages`` rounds: each vertex sends the seeds it holds to its neighbours
+        and keeps the ones new to it (a deduplicated BFS, unlike path-enumerating
+        ``AggregateNeighbors``, whose states multiply at hubs)."""
+        from graphframes.lib import AggregateMessages as AM
+
+        both = symmetrised(e.select("src", "dst"))
+        reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
+        frontier = reached
+        for h in range(1, hops + 1):
+            holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
+            verts = v.select("id").join(holding, "id", "left")
+            sent = self.graph(verts, both).aggregateMessages(
+                [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
+                sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
+            )
+            step = (
+                sent.select("id", F.explode("seeds").alias("seed_id"))
+                .distinct()
+                .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
+                .select("seed_id", "id", F.lit(h).alias("hop"))
+            )
+            frontier = self.keep(step)
+            reached = self.keep(reached.unionByName(frontier))
+        return reached
+
+    def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
+        """GraphFrames' Pregel label propagation on long vertex indexes (its tie-break needs
+        numeric labels), messages both ways over the symmetrised edges."""
+        index = self.keep(vertex_index(v))
+        both = symmetrised(e)
+        idx_e = both.join(index.withColumnsRenamed({"id": "src", "idx": "s"}), "src").join(
+            index.withColumnsRenamed({"id": "dst", "idx": "d"}), "dst"
+        )
+        g = self.graph(
+            index.select(F.col("idx").alias("id")),
+            idx_e.select(F.col("s").alias("src"), F.col("d").alias("dst")),
+        )
+        found = g.labelPropagation(maxIter=max_iter, algorithm="graphframes", checkpoint_interval=2)
+        # a vertex that hears nothing keeps its own label (Pregel leaves it NULL)
+        label = F.coalesce(F.col("label").cast("long"), F.col("id"))
+        labels = self.keep(found.select(F.col("id").alias("idx"), label.alias("label")))
+        found.unpersist()
+        return _labels_by_id(index, labels)
+
+
+def _labels_by_id(index: DataFrame, labels: DataFrame) -> DataFrame:
+    """``(id, label)`` with each label named by the smallest id carrying it."""
+    by_id = index.join(labels, "idx").select("id", "label")
+    names = by_id.groupBy("label").agg(F.min("id").alias("name"))
+    return by_id.join(names, "label").select("id", F.col("name").alias("label"))
+
+
+class GraphQueries:
+    """The configured formulation per query, and a record of which one answered each.
+
+    ``engine`` is ``graph.engine``: ``graphframes`` (the jar must be present), ``dataframe``,
+    or ``auto`` (:data:`FASTEST` where the jar is present, DataFrame joins where not).
+    """
+
+    def __init__(
+        self, spark: SparkSession, engine: str, checkpoint_dir: str, keep: Keep | None = None
+    ) -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"graph.engine must be one of {ENGINES}, got {engine!r}")
+        self.present = has_graphframes(spark)
+        if engine == GRAPHFRAMES and not self.present:
+            from graphgen_spark.session import require_graphframes
+
+            require_graphframes(spark)
+        self.choice = engine
+        self.dataframe = DataFrameGraph(keep)
+        self.graphframes = GraphFramesGraph(spark, checkpoint_dir, keep) if self.present else None
+        self.used: dict[str, str] = {}
+
+    def engine_for(self, op: str) -> DataFrameGraph | GraphFramesGraph:
+        if self.graphframes is None or self.choice == DATAFRAME:
+            chosen = DATAFRAME
+        elif self.choice == GRAPHFRAMES:
+            chosen = GRAPHFRAMES
+        else:
+            chosen = FASTEST[op]
+        self.used[op] = chosen
+        return self.graphframes if chosen == GRAPHFRAMES else self.dataframe  # type: ignore[return-value]
+
+    def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        """``(id, component)`` for vertices ``v(id)`` and undirected edges ``e(src, dst)``."""
+        return self.engine_for("components").components(v, e)
+
+    def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        """``(id, degree)`` for every vertex, 0 for isolated ones."""
+        return self.engine_for("degrees").degrees(v, e)
+
+    def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        """Every path ``a -e1- b -e2- c`` with ``a != c`` over ``e(src, dst, edge_id)``, both
+        orders: the motif ``(a)-[e1]->(b); (b)-[e2]->(c)`` on symmetrised edges."""
+        return self.engine_for("two_hop_paths").two_hop_paths(v, e)
+
+    def neighbourhood(self, v: DataFrame, e: DataFrame, starts: DataFrame, hops: int) -> DataFrame:
+        """``(seed_id, id, hop)``: the vertices within ``hops`` of each seed's start vertices
+        ``starts(seed_id, id)``, at their smallest hop count."""
+        return self.engine_for("neighbourhood").neighbourhood(v, e, starts, hops)
+
+    def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int = 20) -> DataFrame:
+        """``(id, label)``: synchronous label propagation for at most ``max_iter`` rounds."""
+        return self.engine_for("label_propagation").label_propagation(v, e, max_iter)
