@@ -177,6 +177,24 @@ def cmd_submit_args(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classpath(args: argparse.Namespace) -> int:
+    """Start a session as the config would and say which JVM artifacts it really has."""
+    from graphgen_spark.jars import coordinates
+    from graphgen_spark.session import build_session, has_delta, has_graphframes
+
+    cfg = load_config(args.config)
+    spark = build_session(cfg, "local[1]", {"spark.ui.enabled": "false"})
+    try:
+        found = {"delta": has_delta(spark), "graphframes": has_graphframes(spark)}
+    finally:
+        spark.stop()
+    for name, coord in coordinates().items():
+        print(f"classpath: {coord}: {'present' if found[name] else 'ABSENT'}")
+    if not found["graphframes"]:
+        print("classpath: graph queries run as DataFrame joins (graph.engine: auto)")
+    return 0 if found["delta"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphgen-spark", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -219,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
         "submit-args", help="print the Maven coordinates for spark-submit --packages"
     )
     sa.set_defaults(func=cmd_submit_args)
+
+    cp = sub.add_parser(
+        "classpath", help="start a local session and report which pinned jars it loaded"
+    )
+    cp.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    cp.set_defaults(func=cmd_classpath)
 
     sub.add_parser(
         "standin", help="run the offline stand-in endpoint (see standin --help)", add_help=False

@@ -67,17 +67,24 @@ def build_session(
     return builder.getOrCreate()
 
 
-def has_graphframes(spark: SparkSession) -> bool:
-    """Whether the GraphFrames JVM classes are on this session's classpath."""
+def _has_class(spark: SparkSession, name: str) -> bool:
+    jvm = spark.sparkContext._jvm
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName(  # type: ignore[union-attr]
-            "org.graphframes.GraphFrame",
-            True,
-            spark.sparkContext._jvm.Thread.currentThread().getContextClassLoader(),  # type: ignore[union-attr]
-        )
+        loader = jvm.Thread.currentThread().getContextClassLoader()  # type: ignore[union-attr]
+        jvm.java.lang.Class.forName(name, True, loader)  # type: ignore[union-attr]
         return True
     except Exception:
         return False
+
+
+def has_graphframes(spark: SparkSession) -> bool:
+    """Whether the GraphFrames JVM classes are on this session's classpath."""
+    return _has_class(spark, "org.graphframes.GraphFrame")
+
+
+def has_delta(spark: SparkSession) -> bool:
+    """Whether Delta Lake's JVM classes are on this session's classpath."""
+    return _has_class(spark, "io.delta.tables.DeltaTable")
 
 
 def require_graphframes(spark: SparkSession) -> None:
