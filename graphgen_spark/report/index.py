@@ -98,7 +98,15 @@ def _graph(tables: Tables) -> str:
         return "<p><em>no graph yet</em></p>"
     r = g[0]
     return _table(
-        ["engine", "entities", "relations", "placeholders", "isolated", "components", "largest"],
+        [
+            "components by",
+            "entities",
+            "relations",
+            "placeholders",
+            "isolated",
+            "components",
+            "largest",
+        ],
         [
             [
                 r["engine"],
@@ -116,7 +124,7 @@ def _graph(tables: Tables) -> str:
 def _batches(tables: Tables) -> str:
     rows = (
         tables.read("subgraphs")
-        .groupBy("method", "engine")
+        .groupBy("method", "engine", "graph_engine")
         .agg(
             F.count("*").alias("n"),
             F.avg(F.size("edge_ids")).alias("edges"),
@@ -127,8 +135,27 @@ def _batches(tables: Tables) -> str:
         .collect()
     )
     return _table(
-        ["method", "engine", "batches", "mean relations", "mean tokens", "mean loss"],
-        [[r["method"], r["engine"], r["n"], r["edges"], r["tokens"], r["loss"]] for r in rows],
+        [
+            "method",
+            "engine",
+            "graph queries",
+            "batches",
+            "mean relations",
+            "mean tokens",
+            "mean loss",
+        ],
+        [
+            [
+                r["method"],
+                r["engine"],
+                r["graph_engine"],
+                r["n"],
+                r["edges"],
+                r["tokens"],
+                r["loss"],
+            ]
+            for r in rows
+        ],
     )
 
 
