@@ -77,6 +77,17 @@ def test_degrees_count_every_vertex(engine, graph):
     assert rows(engine.degrees(v, e), "id", "degree") == set(g.degree())
 
 
+def test_triplets_carry_both_endpoints_rows(engine, graph):
+    v, e, g = graph
+    v = v.withColumn("tag", F.concat(F.lit("v:"), "id"))
+    found = engine.triplets(v, e.withColumn("w", F.length("edge_id")))
+    got = rows(found, "a.id", "a.tag", "e.edge_id", "e.w", "b.id", "b.tag")
+    want = {
+        (a, f"v:{a}", eid(a, b), len(eid(a, b)), b, f"v:{b}") for a, b in (sorted(p) for p in EDGES)
+    }
+    assert got == want
+
+
 def test_two_hop_paths_equal_brute_force(engine, graph):
     v, e, g = graph
     want = {(a, eid(a, b), b, eid(b, c), c) for b in g for a, c in itertools.permutations(g[b], 2)}

@@ -130,7 +130,12 @@ def as_tuple(b):
 def partitioned(spark, tmp_path_factory):
     tables = Tables(spark, tmp_path_factory.mktemp("partition_out"))
     write_graph(spark, tables)
-    cfg = make_cfg()
+    cfg = make_cfg(
+        generate={"modes": ["aggregated", "atomic", "multiple_choice", "cot", "multi_hop"]}
+    )
+    cfg = cfg.model_copy(
+        update={"generate": cfg.generate.model_copy(update={"methods": {"multi_hop": "triple"}})}
+    )
     result = run_stage(spark, tables, cfg)
     return tables, cfg, result
 
@@ -143,7 +148,7 @@ def edge_seed_only(spark, tables):
     return tables, cfg
 
 
-@pytest.mark.parametrize("method", ["ece/edge_seed", "unit", "ece/unit", "community"])
+@pytest.mark.parametrize("method", ["ece/edge_seed", "unit", "ece/unit", "community", "triple"])
 def test_engine_reproduces_the_sequential_reference(partitioned, method):
     tables, cfg, _ = partitioned
     params = stage.params_for(cfg)

@@ -7,7 +7,7 @@ the hashing of shingles into vector indexes nor the MinHash estimate can accept 
 below the threshold. Accepted pairs are edges; connected components are the clusters,
 named by their smallest id: union-find on the driver while there are at most
 ``LOCAL_MAX_EDGES`` pairs (near-duplicates are usually few), else DataFrame min-label
-propagation on the executors (:mod:`graphgen_spark.graph.stats`). Independent of the ``qa`` table: the generate stage's
+propagation on the executors (:mod:`graphgen_spark.graph.engines`). Independent of the ``qa`` table: the generate stage's
 near-duplicate filter calls the same function.
 
 Scale note: Spark's MinHashLSH only ORs its hash tables (no bands), so with 128 tables a
@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.evaluate.lexical import content_tokens, word_tokens
-from graphgen_spark.graph.stats import _components_dataframe
+from graphgen_spark.graph.engines import DataFrameGraph
 from graphgen_spark.language import main_language
 
 NUM_FEATURES = 1 << 22  # shingle hash space of the MinHash vectors (collisions are rare)
@@ -159,7 +159,7 @@ def near_duplicate_clusters(
         )
     else:
         v = edges.select(F.col("src").alias("id")).union(edges.select("dst")).distinct()
-        labels = _components_dataframe(v, edges)  # min-label propagation: smallest id
+        labels = DataFrameGraph().components(v, edges)  # min-label propagation: smallest id
     return ids.join(labels, "id", "left").select(
         F.col("id").alias(id_col), F.coalesce("component", "id").alias("cluster_id")
     )

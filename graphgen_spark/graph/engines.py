@@ -30,7 +30,9 @@ from graphgen_spark.session import has_graphframes
 GRAPHFRAMES = "graphframes"
 DATAFRAME = "dataframe"
 ENGINES = ("auto", GRAPHFRAMES, DATAFRAME)
-OPS = ("components", "degrees", "two_hop_paths", "neighbourhood", "label_propagation")
+OPS = (
+    "components", "degrees", "triplets", "two_hop_paths", "neighbourhood", "label_propagation",
+)  # fmt: skip
 
 # The faster formulation per query under `graph.engine: auto`, from bench/results/
 # graph_engines.json (power-law graphs of 10k, 100k and 1M relations on local[2]; ratio =
@@ -38,6 +40,7 @@ OPS = ("components", "degrees", "two_hop_paths", "neighbourhood", "label_propaga
 FASTEST = {
     "components": GRAPHFRAMES,
     "degrees": DATAFRAME,
+    "triplets": DATAFRAME,
     "two_hop_paths": DATAFRAME,
     "neighbourhood": DATAFRAME,
     "label_propagation": GRAPHFRAMES,
@@ -101,6 +104,13 @@ class DataFrameGraph:
         ends = e.select(F.explode(F.array("src", "dst")).alias("id"))
         deg = ends.groupBy("id").agg(F.count("*").cast("int").alias("degree"))
         return v.select("id").join(deg, "id", "left").fillna(0, ["degree"])
+
+    def triplets(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        ends = [F.struct(*[F.col(c) for c in v.columns])]
+        src = v.select(F.col("id").alias("src"), ends[0].alias("a"))
+        dst = v.select(F.col("id").alias("dst"), ends[0].alias("b"))
+        edge = e.select("src", "dst", F.struct(*[F.col(c) for c in e.columns]).alias("e"))
+        return edge.join(src, "src").join(dst, "dst").select("a", "e", "b")
 
     def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
         s = symmetrised(e, "edge_id")
@@ -202,6 +212,9 @@ class GraphFramesGraph:
             .join(deg, "id", "left")
             .select("id", F.coalesce(F.col("degree"), F.lit(0)).cast("int").alias("degree"))
         )
+
+    def triplets(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        return self.graph(v, e).find("(a)-[e]->(b)")
 
     def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
         g = self.graph(v.select("id"), symmetrised(e, "edge_id"))
@@ -306,6 +319,11 @@ class GraphQueries:
     def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """``(id, degree)`` for every vertex, 0 for isolated ones."""
         return self.engine_for("degrees").degrees(v, e)
+
+    def triplets(self, v: DataFrame, e: DataFrame) -> DataFrame:
+        """Every edge with its endpoints: the motif ``(a)-[e]->(b)``, columns ``a``, ``e``,
+        ``b`` holding the vertex and edge rows as structs (GraphFrames' shape)."""
+        return self.engine_for("triplets").triplets(v, e)
 
     def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """Every path ``a -e1- b -e2- c`` with ``a != c`` over ``e(src, dst, edge_id)``, both

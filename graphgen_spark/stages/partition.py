@@ -37,6 +37,9 @@ from graphgen_spark.partition.reference import Params
 from graphgen_spark.partition.rounds import ENGINE as ROUNDS
 from graphgen_spark.partition.rounds import by_rounds
 from graphgen_spark.partition.rounds import unsupported as rounds_unsupported
+from graphgen_spark.partition.triple import ENGINE as MOTIF
+from graphgen_spark.partition.triple import METHOD as TRIPLE
+from graphgen_spark.partition.triple import triples
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
@@ -287,6 +290,12 @@ def _build_batches(
     engine took."""
     ctx, params, giant, scratch = plan.ctx, plan.params, plan.giant, plan.scratch
     cfg = ctx.cfg
+    if method == TRIPLE:  # one motif query over the whole graph, whatever the components
+        found = triples(nodes, edges, plan.queries, params.loss_strategy)
+        batches = found.withColumn("engine", F.lit(MOTIF)).withColumn(
+            "graph_engine", F.lit(plan.graph_engine("triplets"))
+        )
+        return batches, {}
     p, comm = cfg.partition, cfg.partition.community
     key = method.replace("/", "_")
     name, ids = engine_plan(p.engine, method, params, giant)
