@@ -280,7 +280,8 @@ class _Plan:
 
     def graph_engine(self, *ops: str) -> str:
         """``subgraphs.graph_engine``: who answered the graph queries behind a batch."""
-        return ",".join(f"{op}={self.queries.used[op]}" for op in ("components", *ops))
+        used = self.queries.used
+        return ",".join(f"{op}={used[op]}" for op in ("components", *ops) if op in used)
 
 
 def _build_batches(
