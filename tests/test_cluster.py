@@ -20,10 +20,12 @@ from pathlib import Path
 import pyspark
 import pytest
 import yaml
+from graphs import write_generated_graph
 
 from graphgen_spark.config import build_config
-from graphgen_spark.jars import cached_jars
+from graphgen_spark.jars import cached_jars, coordinates
 from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.session import has_graphframes
 from graphgen_spark.tables import Tables
 
 pytestmark = pytest.mark.cluster
@@ -149,12 +151,16 @@ def _rows(tables: Tables, name: str, order: str) -> list[dict]:
     return [r.asDict(recursive=True) for r in tables.read(name).orderBy(order).collect()]
 
 
-def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark, tmp_path):
+def _submit(
+    cluster: dict, tmp_path: Path, conf: dict, stages: str, out: Path, inp: Path | None = None
+) -> Path:
+    """``spark-submit jobs/run_pipeline.py`` on the cluster, jars passed with ``--jars`` as a
+    user would (the local cache); returns the event-log folder."""
     events = tmp_path / "events"
     events.mkdir()
-    conf = tmp_path / "cluster.yaml"
-    conf.write_text(yaml.safe_dump({"spark": {"jars": "present", "shuffle_partitions": 4}}))
-    out_cluster = tmp_path / "cluster_out"
+    path = tmp_path / "cluster.yaml"
+    spark_conf = {"jars": "present", "shuffle_partitions": 4}
+    path.write_text(yaml.safe_dump({**conf, "spark": spark_conf}))
     cmd = [
         str(SPARK_HOME / "bin" / "spark-submit"),
         "--master",
@@ -179,20 +185,28 @@ def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark
         "spark.databricks.delta.snapshotPartitions=2",
         str(ROOT / "jobs" / "run_pipeline.py"),
         "--config",
-        str(conf),
-        "--input",
-        str(CORPUS),
+        str(path),
         "--output",
-        str(out_cluster),
+        str(out),
         "--stages",
-        STAGES,
+        stages,
+        *(["--input", str(inp)] if inp else []),
     ]
-    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return events
 
+
+def _assert_both_workers_ran_tasks(events: Path) -> None:
     workers, tasks = _executor_tasks(events)
     busy = {workers[e] for e, n in tasks.items() if e != "driver" and n > 0}
     assert len(busy) == 2, f"tasks ran on {busy} (executors {workers}, tasks {tasks})"
+
+
+def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark, tmp_path):
+    out_cluster = tmp_path / "cluster_out"
+    events = _submit(cluster, tmp_path, {}, STAGES, out_cluster, CORPUS)
+    _assert_both_workers_ran_tasks(events)
 
     # the same pipeline on a local session gives the same tables
     out_local = tmp_path / "local_out"
@@ -204,3 +218,36 @@ def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark
     assert _rows(local, "chunks", "chunk_id") == _rows(remote, "chunks", "chunk_id")
     runs = remote.read("runs").collect()
     assert len(runs) == 1 and runs[0]["status"] == "ok"
+
+
+def test_graphframes_queries_on_the_cluster_executors(cluster, spark, tmp_path):
+    """The partition stage with every graph query on GraphFrames (components and the
+    label-propagation cut of `community`) runs on both workers, checkpoints under the output's
+    scratch folder, cleans it, and gives the batches of a local run."""
+    if not has_graphframes(spark):
+        pytest.skip(f"GraphFrames jar {coordinates()['graphframes']} is not on the classpath")
+    conf = {
+        "gap_scoring": "off",
+        "graph": {"engine": "graphframes"},
+        "generate": {"modes": ["aggregated", "cot"]},
+        "partition": {"community": {"max_size": 6, "max_component_nodes": 40}},
+    }
+    out_cluster, out_local = tmp_path / "cluster_out", tmp_path / "local_out"
+    write_generated_graph(spark, Tables(spark, out_cluster))
+    write_generated_graph(spark, Tables(spark, out_local))
+    events = _submit(cluster, tmp_path, conf, "partition", out_cluster)
+    _assert_both_workers_ran_tasks(events)
+    assert not list((out_cluster / "_staging").glob("*")), "scratch and checkpoints are removed"
+    local_cfg = build_config({**conf, "spark": {"shuffle_partitions": 4}}, env=False)
+    run_pipeline(local_cfg, None, out_local, ["partition"], spark=spark)
+    remote, local = Tables(spark, out_cluster), Tables(spark, out_local)
+    got = [
+        {k: v for k, v in r.items() if k != "run_id"}
+        for r in _rows(remote, "subgraphs", "batch_id")
+    ]
+    want = [
+        {k: v for k, v in r.items() if k != "run_id"} for r in _rows(local, "subgraphs", "batch_id")
+    ]
+    assert got == want and len(got) > 20
+    engines = {r["graph_engine"] for r in got}
+    assert "components=graphframes,label_propagation=graphframes" in engines
