@@ -106,10 +106,10 @@ class DataFrameGraph:
         return v.select("id").join(deg, "id", "left").fillna(0, ["degree"])
 
     def triplets(self, v: DataFrame, e: DataFrame) -> DataFrame:
-        ends = [F.struct(*[F.col(c) for c in v.columns])]
-        src = v.select(F.col("id").alias("src"), ends[0].alias("a"))
-        dst = v.select(F.col("id").alias("dst"), ends[0].alias("b"))
-        edge = e.select("src", "dst", F.struct(*[F.col(c) for c in e.columns]).alias("e"))
+        row = F.struct(*v.columns)
+        src = v.select(F.col("id").alias("src"), row.alias("a"))
+        dst = v.select(F.col("id").alias("dst"), row.alias("b"))
+        edge = e.select("src", "dst", F.struct(*e.columns).alias("e"))
         return edge.join(src, "src").join(dst, "dst").select("a", "e", "b")
 
     def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
