@@ -13,12 +13,13 @@ from pyspark.sql import functions as F
 
 from graphgen_spark.graph.engines import (
     DATAFRAME,
-    FASTEST,
     GRAPHFRAMES,
+    GRAPHFRAMES_FROM,
     OPS,
     DataFrameGraph,
     GraphFramesGraph,
     GraphQueries,
+    auto_choice,
 )
 from graphgen_spark.jars import coordinates
 from graphgen_spark.session import has_graphframes
@@ -138,18 +139,24 @@ def test_label_propagation_equals_brute_force(engine, graph, max_iter):
     assert rows(engine.label_propagation(v, e, max_iter), "id", "label") == want
 
 
-def test_auto_takes_the_measured_fastest_where_graphframes_is_present(spark, tmp_path, graph):
+def test_auto_takes_the_measured_faster_one_for_the_graph_size(spark, tmp_path, graph):
     v, e, _ = graph
+    assert set(GRAPHFRAMES_FROM) == set(OPS)
+    assert auto_choice("components", 99_999) == DATAFRAME
+    assert auto_choice("components", GRAPHFRAMES_FROM["components"]) == GRAPHFRAMES
+    assert auto_choice("neighbourhood", 10**9) == (
+        GRAPHFRAMES if GRAPHFRAMES_FROM["neighbourhood"] else DATAFRAME
+    )
     queries = GraphQueries(spark, "auto", str(tmp_path / "ck"))
-    queries.components(v, e)
-    queries.degrees(v, e)
-    assert set(FASTEST) == set(OPS)
-    present = has_graphframes(spark)
-    for op in ("components", "degrees"):
-        assert queries.used[op] == (FASTEST[op] if present else DATAFRAME)
+    queries.components(v, e)  # a small graph: DataFrame joins were faster
+    assert queries.used == {"components": DATAFRAME}
     forced = GraphQueries(spark, "dataframe", str(tmp_path / "ck"))
-    forced.components(v, e)
-    assert forced.used == {"components": DATAFRAME}
+    forced.degrees(v, e)
+    assert forced.used == {"degrees": DATAFRAME}
+    if has_graphframes(spark):
+        forced = GraphQueries(spark, "graphframes", str(tmp_path / "ck"))
+        forced.degrees(v, e)
+        assert forced.used == {"degrees": GRAPHFRAMES}
     with pytest.raises(ValueError, match="graph.engine must be one of"):
         GraphQueries(spark, "networkx", str(tmp_path / "ck"))
 

@@ -3,7 +3,8 @@
 Every stage that asks a question of the graph (components, degrees, 2-hop paths, k-hop
 neighbourhoods, label propagation) asks it of a :class:`GraphQueries`, which runs the
 formulation ``graph.engine`` chooses: ``graphframes``, ``dataframe``, or ``auto`` (the faster
-one measured on our graphs, :data:`FASTEST`, when the GraphFrames jar is on the classpath).
+one measured on our graphs for the graph's size, :data:`GRAPHFRAMES_FROM`, when the
+GraphFrames jar is on the classpath).
 Both formulations return the same rows in the same types, so nothing downstream can tell
 them apart except by the engine names recorded in ``graph_stats`` and ``subgraphs``:
 
@@ -34,16 +35,17 @@ OPS = (
     "components", "degrees", "triplets", "two_hop_paths", "neighbourhood", "label_propagation",
 )  # fmt: skip
 
-# The faster formulation per query under `graph.engine: auto`, from bench/results/
-# graph_engines.json (power-law graphs of 10k, 100k and 1M relations on local[2]; ratio =
-# GraphFrames seconds / DataFrame seconds in the same run, at 1M unless said otherwise).
-FASTEST = {
-    "components": GRAPHFRAMES,
-    "degrees": DATAFRAME,
-    "triplets": DATAFRAME,
-    "two_hop_paths": DATAFRAME,
-    "neighbourhood": DATAFRAME,
-    "label_propagation": GRAPHFRAMES,
+# Under `graph.engine: auto`, GraphFrames answers a query when the graph has at least this
+# many relations (None: never). From bench/results/graph_engines.json, power-law graphs on
+# local[2], ratio = GraphFrames s / DataFrame s in one run at 10k / 100k / 1M relations; the
+# threshold is the smallest measured size at which GraphFrames was faster.
+GRAPHFRAMES_FROM: dict[str, int | None] = {
+    "components": 100_000,  # 2.76 / 0.64 / 0.62: two-phase CC beats min-label rounds
+    "degrees": 100_000,  # 1.13 / 0.84 / 0.77
+    "triplets": 100_000,  # 1.35 / 0.66 / 0.81
+    "two_hop_paths": None,  # 1.05 / 1.16 / PENDING: find wraps rows in structs
+    "neighbourhood": None,  # 1.84 / 1.81 / PENDING: aggregateMessages adds a triplet join
+    "label_propagation": None,  # 1.88 / 1.59 / PENDING
 }
 
 Keep = Callable[[DataFrame], DataFrame]
@@ -280,11 +282,18 @@ def _labels_by_id(index: DataFrame, labels: DataFrame) -> DataFrame:
     return by_id.join(names, "label").select("id", F.col("name").alias("label"))
 
 
+def auto_choice(op: str, relations: int) -> str:
+    """``graph.engine: auto``'s formulation for ``op`` on a graph of ``relations`` edges."""
+    threshold = GRAPHFRAMES_FROM[op]
+    return GRAPHFRAMES if threshold is not None and relations >= threshold else DATAFRAME
+
+
 class GraphQueries:
     """The configured formulation per query, and a record of which one answered each.
 
     ``engine`` is ``graph.engine``: ``graphframes`` (the jar must be present), ``dataframe``,
-    or ``auto`` (:data:`FASTEST` where the jar is present, DataFrame joins where not).
+    or ``auto`` (per query and graph size as :data:`GRAPHFRAMES_FROM` says where the jar is
+    present, DataFrame joins where not).
     """
 
     def __init__(
@@ -302,39 +311,40 @@ class GraphQueries:
         self.graphframes = GraphFramesGraph(spark, checkpoint_dir, keep) if self.present else None
         self.used: dict[str, str] = {}
 
-    def engine_for(self, op: str) -> DataFrameGraph | GraphFramesGraph:
+    def engine_for(self, op: str, e: DataFrame) -> DataFrameGraph | GraphFramesGraph:
+        """The formulation for ``op`` on edges ``e`` (counted only under ``auto``)."""
         if self.graphframes is None or self.choice == DATAFRAME:
             chosen = DATAFRAME
         elif self.choice == GRAPHFRAMES:
             chosen = GRAPHFRAMES
         else:
-            chosen = FASTEST[op]
+            chosen = auto_choice(op, e.count())
         self.used[op] = chosen
         return self.graphframes if chosen == GRAPHFRAMES else self.dataframe  # type: ignore[return-value]
 
     def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """``(id, component)`` for vertices ``v(id)`` and undirected edges ``e(src, dst)``."""
-        return self.engine_for("components").components(v, e)
+        return self.engine_for("components", e).components(v, e)
 
     def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """``(id, degree)`` for every vertex, 0 for isolated ones."""
-        return self.engine_for("degrees").degrees(v, e)
+        return self.engine_for("degrees", e).degrees(v, e)
 
     def triplets(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """Every edge with its endpoints: the motif ``(a)-[e]->(b)``, columns ``a``, ``e``,
         ``b`` holding the vertex and edge rows as structs (GraphFrames' shape)."""
-        return self.engine_for("triplets").triplets(v, e)
+        return self.engine_for("triplets", e).triplets(v, e)
 
     def two_hop_paths(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """Every path ``a -e1- b -e2- c`` with ``a != c`` over ``e(src, dst, edge_id)``, both
         orders: the motif ``(a)-[e1]->(b); (b)-[e2]->(c)`` on symmetrised edges."""
-        return self.engine_for("two_hop_paths").two_hop_paths(v, e)
+        return self.engine_for("two_hop_paths", e).two_hop_paths(v, e)
 
     def neighbourhood(self, v: DataFrame, e: DataFrame, starts: DataFrame, hops: int) -> DataFrame:
         """``(seed_id, id, hop)``: the vertices within ``hops`` of each seed's start vertices
         ``starts(seed_id, id)``, at their smallest hop count."""
-        return self.engine_for("neighbourhood").neighbourhood(v, e, starts, hops)
+        return self.engine_for("neighbourhood", e).neighbourhood(v, e, starts, hops)
 
     def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int = 20) -> DataFrame:
         """``(id, label)``: synchronous label propagation for at most ``max_iter`` rounds."""
-        return self.engine_for("label_propagation").label_propagation(v, e, max_iter)
+        return self.engine_for("label_propagation", e).label_propagation(v, e, max_iter)
