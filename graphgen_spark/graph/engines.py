@@ -43,9 +43,9 @@ GRAPHFRAMES_FROM: dict[str, int | None] = {
     "components": 100_000,  # 2.76 / 0.64 / 0.62: two-phase CC beats min-label rounds
     "degrees": 100_000,  # 1.13 / 0.84 / 0.77
     "triplets": 100_000,  # 1.35 / 0.66 / 0.81
-    "two_hop_paths": None,  # 1.05 / 1.16 / PENDING: find wraps rows in structs
-    "neighbourhood": None,  # 1.84 / 1.81 / PENDING: aggregateMessages adds a triplet join
-    "label_propagation": None,  # 1.88 / 1.59 / PENDING
+    "two_hop_paths": None,  # 1.05 / 1.16 / 2.20: find joins every pattern vertex back in
+    "neighbourhood": None,  # 1.84 / 1.81 / 7.74: each aggregateMessages round rebuilds triplets
+    "label_propagation": 1_000_000,  # 1.88 / 1.59 / 0.79: Pregel wins only on the largest
 }
 
 Keep = Callable[[DataFrame], DataFrame]
