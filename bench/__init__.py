@@ -4,13 +4,15 @@ Each benchmark measures ratios within one run (achieved / capacity, rows per sec
 same run) and records them as JSON under ``bench/results/`` together with the machine facts
 (cores, load, Python/Spark/Delta/Java versions, date, git revision) and the configuration
 used. This module holds what the benchmarks share: machine facts, result files, a per-process
-CPU meter, the local Spark settings and the stand-in endpoint as a child process.
+CPU meter, the local Spark settings, benchmark child processes (with a progress heartbeat and
+an optional timeout) and the stand-in endpoint as a child process.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -151,6 +154,28 @@ def add_run_args(p: argparse.ArgumentParser, shuffle_partitions: int, driver_mem
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--no-write", action="store_true", help="do not write bench/results")
     p.add_argument("--json", default=None, help="also write the result to this path")
+
+
+def add_child_args(p: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that runs its measurements in child processes."""
+    p.add_argument("--sample-interval", type=float, default=0.25, help="RSS sampling (s)")
+    p.add_argument(
+        "--progress-interval", type=float, default=60.0, help="log a running child every N s"
+    )
+
+
+def run_args(args: argparse.Namespace) -> list[str]:
+    """The :func:`add_run_args` Spark options again, for a child process of the benchmark."""
+    return [
+        "--master",
+        args.master,
+        "--shuffle-partitions",
+        str(args.shuffle_partitions),
+        "--driver-memory",
+        args.driver_memory,
+        "--sample-interval",
+        str(args.sample_interval),
+    ]
 
 
 def finish(
@@ -455,6 +480,99 @@ class StandinProcess:
 
     def reset_stats(self) -> dict[str, Any]:
         return self._http("POST", "/stats/reset")
+
+
+# -- benchmark child processes ----------------------------------------------------------------
+def last_line(path: Path, limit: int = 200) -> str:
+    """The last non-blank line of a (log) file, at most ``limit`` characters."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [x for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:limit] if lines else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRun:
+    """How a child process ended: exit code, wall seconds, its rusage (CPU, ``ru_maxrss``; a
+    child's own children count only once reaped), machine-wide busy CPU seconds meanwhile,
+    and whether it was stopped for running past its timeout."""
+
+    returncode: int
+    wall_s: float
+    rusage: Any
+    machine_busy_s: float
+    timed_out: bool = False
+
+
+def run_child(
+    cmd: list[str],
+    log_path: Path,
+    label: str = "",
+    progress_s: float = 0.0,
+    timeout_s: float | None = None,
+    log: logging.Logger | None = None,
+) -> ChildRun:
+    """Run ``cmd`` (stdout and stderr to ``log_path``) and wait for it; every ``progress_s``
+    seconds log that it is still running, with its last log line. After ``timeout_s`` it gets
+    SIGTERM, 30 s later SIGKILL (a PySpark JVM exits when its driver's pipe closes)."""
+    log = log or logging.getLogger("bench")
+    m0 = _machine_cpu()
+    t0 = time.monotonic()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(progress_s):
+            log.info(
+                "%s still running, %.0f s; last: %s",
+                label,
+                time.monotonic() - t0,
+                last_line(log_path) or "-",
+            )
+
+    beat = threading.Thread(target=heartbeat, daemon=True)
+    timed_out = False
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        )
+        if progress_s > 0:
+            beat.start()
+        try:
+            if timeout_s is None:
+                _, status, ru = os.wait4(proc.pid, 0)
+            else:
+                deadline, kill_at = t0 + timeout_s, None
+                while True:
+                    pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        break
+                    now = time.monotonic()
+                    if kill_at is None and now > deadline:
+                        timed_out = True
+                        log.warning("%s: past its %.0f s timeout, stopping it", label, timeout_s)
+                        proc.send_signal(signal.SIGTERM)
+                        kill_at = now + 30
+                    elif kill_at is not None and now > kill_at:
+                        proc.kill()
+                        kill_at = float("inf")
+                    time.sleep(0.2)
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            done.set()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    m1 = _machine_cpu()
+    return ChildRun(proc.returncode, wall, ru, m1[0] - m0[0], timed_out)
 
 
 @contextlib.contextmanager

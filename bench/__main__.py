@@ -19,7 +19,13 @@ import time
 
 from bench import ROOT, install_sigterm_exit, read_result
 
-BENCHMARKS = ("extract_throughput", "judge_throughput", "merge_scale", "partition_scale")
+BENCHMARKS = (
+    "extract_throughput",
+    "judge_throughput",
+    "merge_scale",
+    "partition_scale",
+    "graph_engines",
+)
 
 
 def _run_one(name: str, extra: list[str]) -> int:

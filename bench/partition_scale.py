@@ -88,7 +88,6 @@ import logging
 import math
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -99,13 +98,14 @@ from typing import Any
 from bench import (
     LOCAL_SPARK_CONF,
     CpuMeter,
-    _die_with_parent,
-    _machine_cpu,
+    add_child_args,
     add_run_args,
     callsite,
     local_only_env,
     machine_facts,
+    run_args,
     run_benchmark,
+    run_child,
     spark_jobs,
     union_seconds,
     work_directory,
@@ -781,10 +781,10 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
         warmup_s = time.monotonic() - t0
 
         phases = _Phases()
-        orig = (stage.connected_components, stage.Scratch.materialise)
+        orig = (stage.unit_frames, stage.Scratch.materialise)
         orig_engines = (stage.by_claim, stage.by_rounds)
         orig_finish = rounds_mod.finish_on_driver
-        stage.connected_components = phases.wrap(orig[0], "components (label propagation)")
+        stage.unit_frames = phases.wrap(orig[0], "unit frames (components)")
         stage.Scratch.materialise = phases.wrap(orig[1])  # type: ignore[method-assign]
         stage.by_claim = phases.wrap(orig_engines[0], ENGINE_LABEL, "claim")
         stage.by_rounds = phases.wrap(orig_engines[1], ENGINE_LABEL, "rounds")
@@ -808,7 +808,7 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
             cpu = meter.stop()
             rss = sampler.stop(stage_s)
             ctx.log.removeHandler(rounds_log)
-            stage.connected_components, stage.Scratch.materialise = orig
+            stage.unit_frames, stage.Scratch.materialise = orig
             stage.by_claim, stage.by_rounds = orig_engines
             rounds_mod.finish_on_driver = orig_finish
             spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
@@ -970,17 +970,6 @@ def _subgraph(graph, keep: set[str]):
 
 
 # -- parent -----------------------------------------------------------------------------------
-def _last_line(path: Path, limit: int = 200) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            lines = [x for x in f.read().decode("utf-8", "replace").splitlines() if x.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:limit] if lines else ""
-
-
 def _child(
     kind: str,
     extra: list[str],
@@ -993,52 +982,19 @@ def _child(
     ``progress_s`` seconds log that it is still running, with its last log line."""
     cmd = [sys.executable, "-m", "bench.partition_scale", "--child", kind, *extra]
     cmd += ["--child-out", str(out)]
-    m0 = _machine_cpu()
-    t0 = time.monotonic()
-    done = threading.Event()
-
-    def heartbeat() -> None:
-        while not done.wait(progress_s):
-            log.info(
-                "%s: %s still running, %.0f s; last: %s",
-                label,
-                kind,
-                time.monotonic() - t0,
-                _last_line(log_path) or "-",
-            )
-
-    beat = threading.Thread(target=heartbeat, daemon=True)
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-        )
-        if progress_s > 0:
-            beat.start()
-        try:
-            _, status, ru = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            done.set()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - t0
-    m1 = _machine_cpu()
-    if proc.returncode != 0:
+    run = run_child(cmd, log_path, f"{label}: {kind}", progress_s, log=log)
+    if run.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
-        raise RuntimeError(f"{kind} child failed (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(f"{kind} child failed (exit {run.returncode}):\n{tail}")
     res = json.loads(out.read_text())
+    ru, wall = run.rusage, run.wall_s
     cpu = ru.ru_utime + ru.ru_stime
     res["child"] = {"wall_s": round(wall, 2), "maxrss_mb": round(ru.ru_maxrss / 1024)}
     if kind in ("reference", "check"):
         # the Spark child's JVM and workers are not its reaped children: its rusage misses
         # them (the Spark figures come from /proc instead)
         res["child"]["cpu_s"] = round(cpu, 2)
-        res["child"]["other_processes_cores"] = round(max(0.0, m1[0] - m0[0] - cpu) / wall, 2)
+        res["child"]["other_processes_cores"] = round(max(0.0, run.machine_busy_s - cpu) / wall, 2)
     return res
 
 
@@ -1161,10 +1117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="many: largest component size as a share of the edges",
     )
     add_run_args(p, shuffle_partitions=8, driver_memory="6g")
-    p.add_argument("--sample-interval", type=float, default=0.25, help="RSS sampling (s)")
-    p.add_argument(
-        "--progress-interval", type=float, default=60.0, help="log a running child every N s"
-    )
+    add_child_args(p)
     # internal: the child processes
     p.add_argument("--child", choices=("reference", "spark", "check"), help=argparse.SUPPRESS)
     p.add_argument("--child-graph", help=argparse.SUPPRESS)
@@ -1190,19 +1143,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, name) is not None and getattr(args, name) < (name == "local_max_edges"):
             p.error(f"--{name.replace('_', '-')} is too small")
     return args
-
-
-def _child_args(args: argparse.Namespace) -> list[str]:
-    return [
-        "--master",
-        args.master,
-        "--shuffle-partitions",
-        str(args.shuffle_partitions),
-        "--driver-memory",
-        args.driver_memory,
-        "--sample-interval",
-        str(args.sample_interval),
-    ]
 
 
 def engine_used(spk: dict[str, Any]) -> str:
@@ -1286,7 +1226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         str(warm_dir),
                         "--child-partition",
                         json.dumps(settings),
-                        *_child_args(args),
+                        *run_args(args),
                     ],
                     spk_out,
                     work / f"{run_key}.spark.log",

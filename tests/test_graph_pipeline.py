@@ -133,7 +133,7 @@ def test_generated_graph_with_and_without_graphframes(spark, tmp_path):
             "generate": {
                 "modes": ["aggregated", "multi_hop", "cot"],
                 "methods": {"multi_hop": "triple"},  # the motif query
-                "max_batches": 12,
+                "max_batches": 4,
             },
         }
         out = {"with": tmp_path / "with", "without": tmp_path / "without"}

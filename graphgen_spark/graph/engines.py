@@ -241,7 +241,9 @@ class GraphFramesGraph:
         for h in range(1, hops + 1):
             holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
             verts = v.select("id").join(holding, "id", "left")
-            sent = self.graph(verts, both).aggregateMessages(
+            # only the frontier's edges can carry a message: the triplets are built from those
+            out_edges = both.join(holding.select(F.col("id").alias("src")), "src", "left_semi")
+            sent = self.graph(verts, out_edges).aggregateMessages(
                 [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
                 sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
             )
