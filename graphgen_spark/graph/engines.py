@@ -36,16 +36,17 @@ OPS = (
 )  # fmt: skip
 
 # Under `graph.engine: auto`, GraphFrames answers a query when the graph has at least this
-# many relations (None: never). From bench/results/graph_engines.json, power-law graphs on
-# local[2], ratio = GraphFrames s / DataFrame s in one run at 10k / 100k / 1M relations; the
-# threshold is the smallest measured size at which GraphFrames was faster.
+# many relations (None: never). From bench/results/graph_engines.json (power-law graphs,
+# local[2], a quiet machine), ratio = GraphFrames s / DataFrame s in one run at 10k / 100k / 1M
+# relations; the threshold is the smallest measured size from which GraphFrames was faster at
+# every larger measured size.
 GRAPHFRAMES_FROM: dict[str, int | None] = {
-    "components": 100_000,  # 2.76 / 0.64 / 0.62: two-phase CC beats min-label rounds
-    "degrees": 100_000,  # 1.13 / 0.84 / 0.77
-    "triplets": 100_000,  # 1.35 / 0.66 / 0.81
-    "two_hop_paths": None,  # 1.05 / 1.16 / 2.20: find joins every pattern vertex back in
-    "neighbourhood": None,  # 1.84 / 1.81 / 7.74: each aggregateMessages round rebuilds triplets
-    "label_propagation": 1_000_000,  # 1.88 / 1.59 / 0.79: Pregel wins only on the largest
+    "components": 1_000_000,  # 2.87 / 1.11 / 0.45: two-phase CC beats one join per diameter step
+    "degrees": None,  # 0.69 / 1.12 / 1.19: one aggregation either way, within a second
+    "triplets": 10_000,  # 0.99 / 0.74 / 0.90: the same two joins, GraphFrames' plan a bit leaner
+    "two_hop_paths": None,  # 1.51 / 1.28 / 2.56: find joins every pattern vertex back in
+    "neighbourhood": None,  # 2.02 / 3.26 / 2.69: aggregateMessages joins the vertices 3 times a hop
+    "label_propagation": None,  # 1.35 / 1.39 / 1.07: Pregel's set-up and checkpoints per round
 }
 
 Keep = Callable[[DataFrame], DataFrame]
