@@ -92,7 +92,23 @@ def shared_run(spark, tmp_path_factory):
         rerun = run_pipeline(cfg, str(src), out, stages=["extract"], spark=spark)
         second_stats = server.stats()
         after = snapshot(tables)
+        # a copy whose outcomes were lost after their calls were paid (a crash between the
+        # two): the rerun replays every conversation, several turns each, from llm_calls alone
+        extracted = sorted(rows(tables, "extractions"), key=lambda r: r["content_hash"])
+        lost = tmp_path_factory.mktemp("shared_lost") / "out"
+        shutil.copytree(out, lost)
+        lost_tables = Tables(spark, lost)
+        for name in ("extractions", "entity_mentions", "relation_mentions"):
+            spark.sql(f"DELETE FROM delta.`{lost_tables.location(name)}`")
+        run_pipeline(cfg, str(src), lost, stages=["extract"], spark=spark)
+        replay_stats = server.stats()
+        replayed = sorted(rows(lost_tables, "extractions"), key=lambda r: r["content_hash"])
+        replayed_mentions = lost_tables.read("entity_mentions").count()
     return {
+        "extracted": extracted,
+        "replayed": replayed,
+        "replay_stats": replay_stats,
+        "replayed_mentions": replayed_mentions,
         "tables": tables,
         "first_run": first_run,
         "rerun": rerun,
@@ -237,6 +253,17 @@ def test_rerun_sends_nothing_and_inserts_nothing(shared_run):
     assert counts["texts_to_extract"] == 0
     assert counts["entity_mentions_written"] == counts["relation_mentions_written"] == 0
     assert counts.get("llm_sent", 0) == 0
+
+
+def test_a_conversation_replays_from_its_cached_turns_without_paying(shared_run):
+    assert any(len(r["request_ids"]) >= 3 for r in shared_run["extracted"])
+    assert (
+        shared_run["replay_stats"]["requests_total"] == shared_run["first_stats"]["requests_total"]
+    )
+    keep = ("content_hash", "status", "rounds", "request_ids", "records")
+    got = [{k: r[k] for k in keep} for r in shared_run["replayed"]]
+    assert got == [{k: r[k] for k in keep} for r in shared_run["extracted"]]
+    assert shared_run["replayed_mentions"] == shared_run["before"]["entity_mentions"][1]
 
 
 # =============================================================================================

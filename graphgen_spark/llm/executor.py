@@ -237,7 +237,9 @@ class _Programs:
 
     async def _one(self, row: dict) -> dict:
         spec, stats = self.spec, self.stats
-        cached = {c["request_id"]: c for c in (row.pop("_cached", None) or [])}
+        # a list column arrives as a numpy array (or None): never test it for truth
+        stored = row.pop("_cached", None)
+        cached = {c["request_id"]: c for c in (() if stored is None else stored)}
         calls: list[dict] = []
 
         async def ask(req: dict) -> Answer:
