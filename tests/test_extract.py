@@ -275,7 +275,8 @@ LOOP_TEXT = "Kublai Khan built Xanadu as his summer capital near the Luan River.
 LOOP_ANSWER = {
     "entities": [
         {"name": "Xanadu", "type": "Location", "description": "The  summer capital."},
-        {"name": "Kublai Khan", "type": "person", "description": "Built Xanadu."},
+        # a lone surrogate is valid JSON but not UTF-8: Arrow would refuse the whole wave
+        {"name": "Kublai Khan", "type": "person", "description": "Built Xanadu \ud83d."},
         {"name": "「 」", "type": "concept", "description": "an empty name"},
     ],
     "relations": [
@@ -314,7 +315,9 @@ def recovery(spark, tmp_path_factory):
     ]
     tables.merge("chunks", spark.createDataFrame(chunks, SCHEMAS["chunks"]))
     script = tmp_path_factory.mktemp("script") / "rules.json"
-    rule = {"match": "summer capital near the Luan", "content": json.dumps(LOOP_ANSWER)}
+    # the surrogate travels as a character of the reply, not as an escape inside its JSON
+    content = json.dumps(LOOP_ANSWER, ensure_ascii=False)
+    rule = {"match": "summer capital near the Luan", "content": content}
     script.write_text(json.dumps({"rules": [rule]}), "utf-8")
     res: dict = {"tables": tables, "n_texts": 3}
     common = {"max_gleaning_rounds": 0}
@@ -425,6 +428,9 @@ def test_scripted_answer_is_normalised_and_quarantined(recovery):
     assert set(ents) == {"xanadu", "kublai khan"}
     assert ents["xanadu"]["type"] == "location"
     assert ents["xanadu"]["description"] == "The summer capital."
+    assert ents["kublai khan"]["description"] == "Built Xanadu \ufffd."
+    reply = next(c for c in rows(tables, "llm_calls") if "Kublai" in (c["response"] or ""))
+    assert "\ufffd" in reply["response"] and "\ufffd" in reply["parsed"]
     rels = {
         (m["src_key"], m["dst_key"]): m
         for m in rows(tables, "relation_mentions")

@@ -67,3 +67,13 @@ def test_invalid_outputs_raise_with_reasons(text):
 
 def test_model_paths_round_trip():
     assert load_model(model_path(TextAnswer)) is TextAnswer
+
+
+def test_lone_surrogates_in_a_reply_become_replacement_characters():
+    class Named(BaseModel):
+        name: str
+
+    for reply in ('{"name": "a \\ud83d b"}', '{"name": "a \ud83d b"}'):
+        got = parse_output(reply, Named)
+        assert got.name == "a \ufffd b"
+        got.model_dump_json().encode("utf-8")  # stores as UTF-8

@@ -21,6 +21,7 @@ import openai
 from graphgen_spark.llm.endpoints import Endpoint
 from graphgen_spark.llm.limits import TaskLimiter
 from graphgen_spark.llm.structured import ParseError, load_model, parse_output
+from graphgen_spark.text import utf8_safe, utf8_safe_tree
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def _logprobs_json(choice: Any) -> str | None:
     content = getattr(lp, "content", None) if lp is not None else None
     if not content:
         return None
-    return json.dumps(
+    # a byte-level token can be half a character: utf8_safe_tree replaces it
+    tokens = utf8_safe_tree(
         [
             {
                 "token": c.token,
@@ -96,9 +98,9 @@ def _logprobs_json(choice: Any) -> str | None:
                 ],
             }
             for c in content
-        ],
-        ensure_ascii=False,
+        ]
     )
+    return json.dumps(tokens, ensure_ascii=False)
 
 
 async def _send(
@@ -164,7 +166,7 @@ async def call(
             resp = await _send(client, ep, conversation, params, limiter, policy, out)
             _usage(resp, out)
             choice = resp.choices[0]
-            content = choice.message.content
+            content = None if choice.message.content is None else utf8_safe(choice.message.content)
             out.response = content
             if params.get("logprobs"):
                 out.logprobs = _logprobs_json(choice)

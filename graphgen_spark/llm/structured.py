@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from graphgen_spark.text import utf8_safe_tree
+
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
@@ -147,7 +149,7 @@ def parse_output(content: str | None, model: type[BaseModel]) -> BaseModel:
     errors: list[str] = []
     for cand in _candidates(content):
         try:
-            data = json.loads(cand)
+            data = utf8_safe_tree(json.loads(cand))
         except json.JSONDecodeError as exc:
             errors.append(f"not JSON: {exc.msg}")
             continue

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.ids import h_col
+from graphgen_spark.text import utf8_safe
 
 STR = T.StringType()
 
@@ -149,18 +150,9 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _clean(s: str) -> str:
-    """A string Arrow can encode: lone surrogates (valid in JSON escapes) replaced."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "replace").decode("utf-8")
-
-
 def _scalar_str(value: Any) -> str | None:
     if isinstance(value, str):
-        return _clean(value)
+        return utf8_safe(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -171,7 +163,7 @@ def _scalar_str(value: Any) -> str | None:
 
 
 def _dump(value: Any) -> str:
-    return _clean(json.dumps(value, ensure_ascii=False, allow_nan=True))
+    return utf8_safe(json.dumps(value, ensure_ascii=False, allow_nan=True))
 
 
 def _trim(value: Any, depth: int = 0) -> Any:
@@ -232,7 +224,7 @@ def parse_record(
             continue
         sval = _scalar_str(value)
         if sval is not None:
-            metadata[_clean(str(key))] = sval
+            metadata[utf8_safe(str(key))] = sval
     return text, source_id, metadata
 
 
@@ -249,7 +241,7 @@ def _doc(src, loc, text, fmt, raw, source_id=None, metadata=None, prechunked=Fal
         "metadata": metadata or {},
         "reason": None,
         "detail": None,
-        "excerpt": _clean(raw[:EXCERPT_CHARS]),
+        "excerpt": utf8_safe(raw[:EXCERPT_CHARS]),
     }
 
 
@@ -264,8 +256,8 @@ def _bad(src, loc, fmt, reason, detail, excerpt):
         "parts": None,
         "metadata": None,
         "reason": reason,
-        "detail": _clean(str(detail)),
-        "excerpt": _clean(excerpt[:EXCERPT_CHARS]) if excerpt is not None else None,
+        "detail": utf8_safe(str(detail)),
+        "excerpt": utf8_safe(excerpt[:EXCERPT_CHARS]) if excerpt is not None else None,
     }
 
 
