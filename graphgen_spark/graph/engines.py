@@ -243,7 +243,7 @@ class GraphFramesGraph:
             holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
             verts = v.select("id").join(holding, "id", "left")
             # only the frontier's edges can carry a message: the triplets are built from those
-            out_edges = both.join(holding.select(F.col("id").alias("src")), "src", "left_semi")
+            out_edges = both.join(frontier.select(F.col("id").alias("src")), "src", "left_semi")
             sent = self.graph(verts, out_edges).aggregateMessages(
                 [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
                 sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
