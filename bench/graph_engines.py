@@ -570,8 +570,221 @@ def _ratio(gf: dict[str, Any], df: dict[str, Any]) -> tuple[float | None, str | 
     return None, None
 
 
+def _equality(eq: dict[str, Any]) -> dict[str, Any]:
+    """A row's ``equal`` from the check, with the reason where it could not be checked."""
+    if eq.get("equal") is None:
+        return {"equal": None, "equal_reason": eq.get("reason", "not checked")}
+    return {"equal": eq["equal"]}
+
+
+def _query_row(
+    size: int, op: str, gf: dict[str, Any], df: dict[str, Any], eq: dict[str, Any], figures: dict
+) -> dict[str, Any]:
+    """One line of the headline table: both engines' figures for ``op`` side by side."""
+    ratio, winner = _ratio(gf, df)
+    row = {
+        "relations": size,
+        "op": op,
+        "input": INPUTS[op],
+        "graphframes_s": gf.get("seconds"),
+        "dataframe_s": df.get("seconds"),
+        "ratio": ratio,
+        "winner": winner,
+        "graphframes_peak_mb": gf.get("peak_mb"),
+        "dataframe_peak_mb": df.get("peak_mb"),
+        "graphframes_jvm_at_start_mb": gf.get("jvm_rss_at_start_mb"),
+        "dataframe_jvm_at_start_mb": df.get("jvm_rss_at_start_mb"),
+        "rows": df.get("rows") if df.get("rows") is not None else gf.get("rows"),
+        "rows_graphframes": gf.get("rows"),
+        "rows_dataframe": df.get("rows"),
+        **_equality(eq),
+        "graphframes_error": gf.get("error"),
+        "dataframe_error": df.get("error"),
+        "other_load_cores": [gf.get("other_processes_cores"), df.get("other_processes_cores")],
+    }
+    if op == "two_hop_paths":
+        row["capped_edges"] = figures["capped_edges"]
+        row["paths_expected"] = figures["capped_two_hop_paths_expected"]
+    return row
+
+
+def _extra_row(
+    size: int,
+    extra: str,
+    r: dict[str, Any],
+    eq: dict[str, Any],
+    df_nb: dict[str, Any],
+    figures: dict,
+    time_limit_s: float,
+) -> dict[str, Any]:
+    """One line of the extras table: a GraphFrames-only neighbourhood formulation."""
+    row = {
+        "relations": size,
+        "formulation": extra,
+        "input": INPUTS[extra],
+        "seconds": r.get("seconds"),
+        "time_limit_s": time_limit_s,
+        "within_time_limit": bool(r.get("within_timeout")),
+        "timed_out": bool(r.get("timed_out")),
+        "error": r.get("error"),
+        "peak_mb": r.get("peak_mb"),
+        "rows": r.get("rows"),
+        **_equality(eq),
+        "dataframe_neighbourhood_s": df_nb.get("seconds"),
+    }
+    finished = r.get("seconds") is not None and not r.get("error")
+    if extra != "bfs":
+        row["compared_with"] = "the DataFrame neighbourhood rows"
+        if finished and df_nb.get("seconds"):
+            row["ratio_vs_dataframe_neighbourhood"] = round(r["seconds"] / df_nb["seconds"], 3)
+        return row
+    row |= {
+        "start_vertices_measured": 1,
+        "bfs_vertex_degree": figures["bfs_vertex_degree"],
+        "compared_with": "the start vertex's direct neighbours",
+        "paths": eq.get("paths"),
+        "path_length_found": eq.get("path_length"),
+    }
+    if finished:
+        row["per_start_vertex_x_starts_s"] = round(r["seconds"] * figures["start_vertices"], 1)
+        row["extrapolation"] = (
+            f"one vertex's BFS time x {figures['start_vertices']:,} start vertices (an "
+            "extrapolation, not a measurement)"
+        )
+    row["note"] = (
+        "BFS returns the shortest paths to the nearest matching vertices and stops at the first "
+        "level with a match, so with toExpr 'any other vertex' it yields the 1-hop paths only: "
+        "it does not answer the 2-hop neighbourhood query"
+    )
+    return row
+
+
+def _check_spec(
+    args: argparse.Namespace, specs: dict[str, dict[str, Any]], gdir: Path, figures: dict
+) -> dict[str, Any]:
+    """What the check child compares: both engines' results per query, aggregate_neighbors
+    against the DataFrame neighbourhood, bfs against the start vertex's neighbours."""
+
+    def result(op: str, engine: str) -> str | None:
+        return specs.get(f"{op}.{engine}", {}).get("result")
+
+    pairs = [
+        {"name": op, "left": result(op, DATAFRAME), "right": result(op, GRAPHFRAMES)}
+        for op in args.op_list
+    ]
+    if "aggregate_neighbors" in args.extra_list:
+        pairs.append(
+            {
+                "name": "aggregate_neighbors",
+                "left": result("neighbourhood", DATAFRAME),
+                "right": result("aggregate_neighbors", GRAPHFRAMES),
+            }
+        )
+    spec: dict[str, Any] = {"pairs": pairs}
+    if "bfs" in args.extra_list:
+        spec["bfs"] = {
+            "result": result("bfs", GRAPHFRAMES),
+            "edges": str(gdir / "edges.parquet"),
+            "vertex": figures["bfs_vertex"],
+        }
+    return spec
+
+
+def _prepare_size(args: argparse.Namespace, work: Path, size: int) -> tuple[dict, float]:
+    """The graph of ``size`` relations written under ``work`` (not timed): figures, seconds."""
+    t0 = time.monotonic()
+    figures = prepare_graph(
+        args.shape,
+        size,
+        args.seed,
+        args.max_component_share,
+        work / f"graph-{size}",
+        args.seeds,
+        args.hub_cap,
+    )
+    gen_s = round(time.monotonic() - t0, 1)
+    print(
+        f"{size:>10,} graph: {figures['edges']:,} relations, {figures['nodes']:,} entities, "
+        f"{figures['components']:,} components, max degree {figures['max_degree']:,}; capped "
+        f"(degree <= {args.hub_cap}): {figures['capped_edges']:,} relations; "
+        f"{figures['seeds']:,} seeds on {figures['start_vertices']:,} start vertices; generated "
+        f"in {gen_s} s; load {[round(x, 2) for x in os.getloadavg()]}",
+        flush=True,
+    )
+    return figures, gen_s
+
+
+def _measure_size(args: argparse.Namespace, work: Path, size: int) -> dict[str, Any]:
+    """Every query on both engines and the extras on one graph, then the check: the size's
+    table rows, extras rows, record and failures."""
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    figures, gen_s = _prepare_size(args, work, size)
+    runs: dict[str, dict[str, Any]] = {}
+    specs: dict[str, dict[str, Any]] = {}
+    jobs = [(op, engine, args.main_op_timeout) for op in args.op_list for engine in ENGINES]
+    jobs += [(extra, GRAPHFRAMES, args.op_timeout) for extra in args.extra_list]
+    for op, engine, timeout_s in jobs:
+        r = _run_op(args, work, size, op, engine, timeout_s, specs)
+        runs[f"{op}.{engine}"] = r
+        who = engine if op in OPS else "graphframes (extra)"
+        print(_op_line(size, op, who, r), flush=True)
+
+    log.info("%s: checking the results", size)
+    spec = _check_spec(args, specs, work / f"graph-{size}", figures)
+    check = _child(args, "check", spec, work / f"{size}.check.json", "check", None)
+    failures = [f"{size}: check failed: {check['error']}"] if check.get("error") else []
+
+    table = []
+    for op in args.op_list:
+        gf, df = runs[f"{op}.{GRAPHFRAMES}"], runs[f"{op}.{DATAFRAME}"]
+        row = _query_row(size, op, gf, df, check.get(op, {}), figures)
+        table.append(row)
+        failures += [
+            f"{size} {op} {e}: {r['error']}"
+            for e, r in ((GRAPHFRAMES, gf), (DATAFRAME, df))
+            if r.get("error")
+        ]
+        if row["equal"] is False:
+            failures.append(f"{size} {op}: the engines' results differ")
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+        print(
+            f"{size:>10,} {op:<19} GF/DF = {ratio} -> {row['winner'] or '-'}; "
+            f"equal: {row['equal']}",
+            flush=True,
+        )
+    extras = []
+    df_nb = runs.get(f"neighbourhood.{DATAFRAME}", {})
+    for extra in args.extra_list:
+        r = runs[f"{extra}.{GRAPHFRAMES}"]
+        row = _extra_row(size, extra, r, check.get(extra, {}), df_nb, figures, args.op_timeout)
+        extras.append(row)
+        if extra == "aggregate_neighbors" and row["equal"] is False:
+            failures.append(f"{size} aggregate_neighbors: differs from neighbourhood")
+        print(
+            f"{size:>10,} {extra:<19} {_fmt_s(row['seconds'])} s, within "
+            f"{args.op_timeout:.0f} s: {row['within_time_limit']}; equal: {row['equal']}",
+            flush=True,
+        )
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    print(f"{size:>10,} done; load {load_start} -> {load_end}", flush=True)
+    record = {
+        "relations": size,
+        "figures": figures,
+        "generate_s": gen_s,
+        "load_avg_1_5_15_start": load_start,
+        "load_avg_1_5_15_end": load_end,
+        "runs": runs,
+        "check": check,
+    }
+    java = next((r["java"] for r in runs.values() if r.get("java")), None)
+    return {"table": table, "extras": extras, "record": record, "failures": failures, "java": java}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from importlib.metadata import version
+
     from graphgen_spark.graph import engines as product
+    from graphgen_spark.jars import coordinates
 
     unknown = [op for op in product.OPS if op not in OPS]
     if unknown:
@@ -580,11 +793,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if missing:
         raise RuntimeError(f"engines.OPS lacks {missing}; update bench/graph_engines.py")
     t_all = time.monotonic()
-    table: list[dict[str, Any]] = []
-    extras_table: list[dict[str, Any]] = []
-    sizes_out: list[dict[str, Any]] = []
-    failures: list[str] = []
-    java = None
     print(
         f"graph_engines: {args.master}, shape {args.shape}, sizes {args.size_list}; "
         f"queries {', '.join(args.op_list)}; extras {', '.join(args.extra_list) or '-'}",
@@ -593,217 +801,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with work_directory(args.keep, "graphgen_bench_graph_engines_") as work:
         warm_dir = work / "warmup"
         prepare_graph(args.shape, WARMUP_EDGES, args.seed + 1, 1.0, warm_dir, WARMUP_SEEDS, 50)
-        for size in args.size_list:
-            load_start = [round(x, 2) for x in os.getloadavg()]
-            gdir = work / f"graph-{size}"
-            t0 = time.monotonic()
-            figures = prepare_graph(
-                args.shape,
-                size,
-                args.seed,
-                args.max_component_share,
-                gdir,
-                args.seeds,
-                args.hub_cap,
-            )
-            gen_s = round(time.monotonic() - t0, 1)
-            print(
-                f"{size:>10,} graph: {figures['edges']:,} relations, {figures['nodes']:,} "
-                f"entities, {figures['components']:,} components, max degree "
-                f"{figures['max_degree']:,}; capped (degree <= {args.hub_cap}): "
-                f"{figures['capped_edges']:,} relations; {figures['seeds']:,} seeds on "
-                f"{figures['start_vertices']:,} start vertices; generated in {gen_s} s; "
-                f"load {load_start}",
-                flush=True,
-            )
+        per_size = [_measure_size(args, work, size) for size in args.size_list]
 
-            runs: dict[str, dict[str, Any]] = {}
-            specs: dict[str, dict[str, Any]] = {}
-            for op in args.op_list:
-                for engine in ENGINES:
-                    r = _run_op(args, work, size, op, engine, args.main_op_timeout, specs)
-                    runs[f"{op}.{engine}"] = r
-                    java = java or r.get("java")
-                    print(_op_line(size, op, engine, r), flush=True)
-            for extra in args.extra_list:
-                r = _run_op(args, work, size, extra, GRAPHFRAMES, args.op_timeout, specs)
-                runs[f"{extra}.{GRAPHFRAMES}"] = r
-                print(_op_line(size, extra, "graphframes (extra)", r), flush=True)
-
-            # the checks (not timed)
-            pairs = [
-                {
-                    "name": op,
-                    "left": specs[f"{op}.{DATAFRAME}"]["result"],
-                    "right": specs[f"{op}.{GRAPHFRAMES}"]["result"],
-                }
-                for op in args.op_list
-            ]
-            nb_df = specs.get(f"neighbourhood.{DATAFRAME}", {}).get("result")
-            if "aggregate_neighbors" in args.extra_list:
-                pairs.append(
-                    {
-                        "name": "aggregate_neighbors",
-                        "left": nb_df,
-                        "right": specs[f"aggregate_neighbors.{GRAPHFRAMES}"]["result"],
-                    }
-                )
-            check_spec: dict[str, Any] = {"pairs": pairs}
-            if "bfs" in args.extra_list:
-                check_spec["bfs"] = {
-                    "result": specs[f"bfs.{GRAPHFRAMES}"]["result"],
-                    "edges": str(gdir / "edges.parquet"),
-                    "vertex": figures["bfs_vertex"],
-                }
-            log.info("%s: checking the results", size)
-            check = _child(args, "check", check_spec, work / f"{size}.check.json", "check", None)
-            if check.get("error"):
-                failures.append(f"{size}: check failed: {check['error']}")
-
-            for op in args.op_list:
-                gf, df = runs[f"{op}.{GRAPHFRAMES}"], runs[f"{op}.{DATAFRAME}"]
-                ratio, winner = _ratio(gf, df)
-                eq = check.get(op, {})
-                row = {
-                    "relations": size,
-                    "op": op,
-                    "input": INPUTS[op],
-                    "graphframes_s": gf.get("seconds"),
-                    "dataframe_s": df.get("seconds"),
-                    "ratio": ratio,
-                    "winner": winner,
-                    "graphframes_peak_mb": gf.get("peak_mb"),
-                    "dataframe_peak_mb": df.get("peak_mb"),
-                    "graphframes_jvm_at_start_mb": gf.get("jvm_rss_at_start_mb"),
-                    "dataframe_jvm_at_start_mb": df.get("jvm_rss_at_start_mb"),
-                    "rows": df.get("rows") if df.get("rows") is not None else gf.get("rows"),
-                    "rows_graphframes": gf.get("rows"),
-                    "rows_dataframe": df.get("rows"),
-                    "equal": eq.get("equal"),
-                    "graphframes_error": gf.get("error"),
-                    "dataframe_error": df.get("error"),
-                    "other_load_cores": [
-                        gf.get("other_processes_cores"),
-                        df.get("other_processes_cores"),
-                    ],
-                }
-                if eq.get("equal") is None:
-                    row["equal_reason"] = eq.get("reason", "not checked")
-                if op == "two_hop_paths":
-                    row["capped_edges"] = figures["capped_edges"]
-                    row["paths_expected"] = figures["capped_two_hop_paths_expected"]
-                table.append(row)
-                for engine, r in ((GRAPHFRAMES, gf), (DATAFRAME, df)):
-                    if r.get("error"):
-                        failures.append(f"{size} {op} {engine}: {r['error']}")
-                if eq.get("equal") is False:
-                    failures.append(f"{size} {op}: the engines' results differ")
-                print(
-                    f"{size:>10,} {op:<19} GF/DF = "
-                    f"{'-' if ratio is None else f'{ratio:.3f}'} -> {winner or '-'}; "
-                    f"equal: {eq.get('equal')}",
-                    flush=True,
-                )
-            df_nb = runs.get(f"neighbourhood.{DATAFRAME}", {})
-            for extra in args.extra_list:
-                r = runs[f"{extra}.{GRAPHFRAMES}"]
-                eq = check.get(extra, {})
-                row = {
-                    "relations": size,
-                    "formulation": extra,
-                    "input": INPUTS[extra],
-                    "seconds": r.get("seconds"),
-                    "time_limit_s": args.op_timeout,
-                    "within_time_limit": bool(r.get("within_timeout")),
-                    "timed_out": bool(r.get("timed_out")),
-                    "error": r.get("error"),
-                    "peak_mb": r.get("peak_mb"),
-                    "rows": r.get("rows"),
-                    "equal": eq.get("equal"),
-                    "dataframe_neighbourhood_s": df_nb.get("seconds"),
-                }
-                if eq.get("equal") is None:
-                    row["equal_reason"] = eq.get("reason", "not checked")
-                if extra == "bfs":
-                    row["start_vertices_measured"] = 1
-                    row["bfs_vertex_degree"] = figures["bfs_vertex_degree"]
-                    row["compared_with"] = "the start vertex's direct neighbours"
-                    row["paths"] = eq.get("paths")
-                    row["path_length_found"] = eq.get("path_length")
-                    if r.get("seconds") is not None and not r.get("error"):
-                        row["per_start_vertex_x_starts_s"] = round(
-                            r["seconds"] * figures["start_vertices"], 1
-                        )
-                        row["extrapolation"] = (
-                            f"one vertex's BFS time x {figures['start_vertices']:,} start "
-                            "vertices (an extrapolation, not a measurement)"
-                        )
-                    row["note"] = (
-                        "BFS returns the shortest paths to the nearest matching vertices and "
-                        "stops at the first level with a match, so with toExpr 'any other "
-                        "vertex' it yields the 1-hop paths only: it does not answer the 2-hop "
-                        "neighbourhood query"
-                    )
-                else:
-                    row["compared_with"] = "the DataFrame neighbourhood rows"
-                    if row["seconds"] is not None and df_nb.get("seconds") and not r.get("error"):
-                        row["ratio_vs_dataframe_neighbourhood"] = round(
-                            row["seconds"] / df_nb["seconds"], 3
-                        )
-                    if eq.get("equal") is False:
-                        failures.append(f"{size} aggregate_neighbors: differs from neighbourhood")
-                extras_table.append(row)
-                print(
-                    f"{size:>10,} {extra:<19} {_fmt_s(row['seconds'])} s, within "
-                    f"{args.op_timeout:.0f} s: {row['within_time_limit']}; equal: {row['equal']}",
-                    flush=True,
-                )
-            load_end = [round(x, 2) for x in os.getloadavg()]
-            print(f"{size:>10,} done; load {load_start} -> {load_end}", flush=True)
-            sizes_out.append(
-                {
-                    "relations": size,
-                    "figures": figures,
-                    "generate_s": gen_s,
-                    "load_avg_1_5_15_start": load_start,
-                    "load_avg_1_5_15_end": load_end,
-                    "runs": runs,
-                    "check": check,
-                }
-            )
-
+    table = [row for m in per_size for row in m["table"]]
     largest = max(args.size_list)
     winners = {r["op"]: r["winner"] for r in table if r["relations"] == largest}
     # what `graph.engine: auto` picks for each measured (size, query), beside the winner
-    auto = [
-        {
-            "relations": r["relations"],
-            "op": r["op"],
-            "auto_picks": product.auto_choice(r["op"], r["relations"]),
-            "winner": r["winner"],
-            "agrees": product.auto_choice(r["op"], r["relations"]) == r["winner"],
-        }
-        for r in table
-    ]
-    from importlib.metadata import version
-
-    from graphgen_spark.jars import coordinates
-
+    auto = []
+    for r in table:
+        pick = product.auto_choice(r["op"], r["relations"])
+        auto.append(
+            {
+                "relations": r["relations"],
+                "op": r["op"],
+                "auto_picks": pick,
+                "winner": r["winner"],
+                "agrees": pick == r["winner"],
+            }
+        )
     return {
         "benchmark": NAME,
         "headline": {
             "table": table,
-            "extras": extras_table,
+            "extras": [row for m in per_size for row in m["extras"]],
             "all_equal": all(r["equal"] is True for r in table),
             "winner_at_largest_size": {"relations": largest, **winners},
             "engines_py_GRAPHFRAMES_FROM": dict(product.GRAPHFRAMES_FROM),
             "engines_py_queries_not_measured": unknown,
             "auto_choice": auto,
-            "auto_agrees_everywhere": all(a["agrees"] for a in auto),
         },
-        "sizes": sizes_out,
-        "failures": failures,
-        "machine": {**machine_facts(), "java": java, "spark_master": args.master},
+        "sizes": [m["record"] for m in per_size],
+        "failures": [f for m in per_size for f in m["failures"]],
+        "machine": {
+            **machine_facts(),
+            "java": next((m["java"] for m in per_size if m["java"]), None),
+            "spark_master": args.master,
+        },
         "config": {
             "cli": {k: v for k, v in vars(args).items() if not k.startswith("child")},
             "graphframes_py": version("graphframes-py"),
