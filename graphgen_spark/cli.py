@@ -11,10 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from graphgen_spark.config import MODES, ROOT, ConfigError, load_config
+from graphgen_spark.config import MODES, ROOT, Config, ConfigError, load_config
+from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
 
 log = logging.getLogger("graphgen_spark")
 
@@ -28,12 +30,21 @@ def _setup_logging() -> None:
     )
     for noisy in ("py4j", "httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # no key in any log line
+        handler.addFilter(ScrubFilter())
+
+
+def _load(path: str) -> Config:
+    """The config, its keys registered so nothing printed by this process shows them."""
+    cfg = load_config(path)
+    remember(*config_secrets(cfg))
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from graphgen_spark.pipeline import run_pipeline, select_stages
 
-    cfg = load_config(args.config)
+    cfg = _load(args.config)
     stages = select_stages(args.stages)
     if args.dry_run:
         from graphgen_spark.dryrun import render
@@ -87,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             log.info("demo: using the bundled STAND-IN endpoint at %s (not a language model)", url)
             for role in ("SYNTHESIZER", "TRAINEE"):
                 os.environ.setdefault(f"{role}_BASE_URL", url)
-        cfg = load_config(args.config)
+        cfg = _load(args.config)
         # the demo shows every mode and format; a user's run takes them from the config
         every = cfg.generate.model_copy(update={"modes": list(MODES)})
         formats = cfg.export.model_copy(update={"formats": ["alpaca", "sharegpt", "chatml"]})
@@ -261,8 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"configuration error: {scrub(str(exc))}", file=sys.stderr)
         return 2
+    except Exception:
+        # the traceback Python would print, without the keys (a gateway may echo one)
+        print(scrub(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

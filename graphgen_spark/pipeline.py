@@ -19,6 +19,7 @@ from pyspark.sql import Row, SparkSession
 
 from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.ids import h
+from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
 from graphgen_spark.stages.base import StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, Tables
@@ -122,7 +123,7 @@ def run_pipeline(
         run["status"] = "ok"
     except BaseException as exc:
         run["status"] = "failed"
-        run["error"] = f"{type(exc).__name__}: {exc}"[:4000]
+        run["error"] = (scrub(f"{type(exc).__name__}: {exc}", config_secrets(cfg)) or "")[:4000]
         raise
     finally:
         run["finished_at"] = _now()

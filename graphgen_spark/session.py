@@ -3,7 +3,9 @@
 ``spark.jars`` decides where the JVM artifacts come from: ``cached`` (the local cache made
 by ``make setup``: offline, fast), ``packages`` (``spark.jars.packages`` with the pinned
 coordinates, resolved at start), ``present`` (the cluster already has them, as Databricks
-has Delta). Nothing secret is ever put into the Spark conf.
+has Delta). Nothing secret is ever put into the Spark conf; should a user put one there
+(``spark.executorEnv.SYNTHESIZER_API_KEY``, ``spark.yarn.appMasterEnv.*``), the redaction
+regex below keeps its value off the Spark UI's environment page and out of event logs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ BASE_CONF = {
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
 }
+#: Spark's own default ``spark.redaction.regex``, kept as a part of ours.
+SPARK_DEFAULT_REDACTION = "(?i)secret|password|token|access[.]?key"
+#: The key names this project and its users' endpoints use (``SYNTHESIZER_API_KEY``...).
+PROJECT_REDACTION = "secret|password|token|api[_.-]?key|access[_.-]?key|credential|authorization"
+
+
+def redaction_regex(user: str | None = None) -> str:
+    """``spark.redaction.regex`` covering Spark's default, the project's key names and a
+    user's own pattern (Spark redacts a conf entry whose name or value matches)."""
+    names = PROJECT_REDACTION.split("|") + SPARK_DEFAULT_REDACTION[4:].split("|")
+    parts = list(dict.fromkeys(names)) + ([f"(?:{user})"] if user else [])
+    return "(?i)" + "|".join(parts)
 
 
 def build_session(
@@ -62,6 +76,7 @@ def build_session(
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf.update(cfg.spark.conf)
     conf.update(extra_conf or {})
+    conf["spark.redaction.regex"] = redaction_regex(conf.get("spark.redaction.regex"))
     for key, value in conf.items():
         builder = builder.config(key, value)
     return builder.getOrCreate()

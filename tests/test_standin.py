@@ -351,6 +351,47 @@ def test_invalid_json_fault_breaks_structured_output() -> None:
         Extraction.model_validate_json(good.choices[0].message.content)
 
 
+def test_content_faults_keep_the_200_but_spoil_the_reply() -> None:
+    with fault_server("empty") as server:
+        oa = client(server)
+        bad = oa.chat.completions.create(model=MODEL, messages=ask("e"))
+        good = oa.chat.completions.create(model=MODEL, messages=ask("e"))
+        stats = server.stats()
+    assert bad.choices[0].message.content == "" and good.choices[0].message.content
+    assert stats["by_status"] == {"200": 2} and stats["faults_by_kind"] == {"empty": 1}
+    with fault_server("no_logprobs") as server:
+        oa = client(server)
+        kw: dict[str, Any] = {"logprobs": True, "top_logprobs": 3}
+        bad = oa.chat.completions.create(model=MODEL, messages=ask("yes or no?"), **kw)
+        good = oa.chat.completions.create(model=MODEL, messages=ask("yes or no?"), **kw)
+    assert bad.choices[0].logprobs is None
+    assert bad.choices[0].message.content == good.choices[0].message.content
+    assert len(good.choices[0].logprobs.content[0].top_logprobs) == 3
+
+
+def test_401_echo_returns_the_authorization_header_in_its_body() -> None:
+    with fault_server("401_echo") as server:
+        oa = openai.OpenAI(base_url=server.base_url, api_key="sk-echo-me-1234", max_retries=0)
+        with pytest.raises(openai.AuthenticationError, match="Bearer sk-echo-me-1234") as info:
+            oa.chat.completions.create(model=MODEL, messages=ask("who am i"))
+        assert info.value.status_code == 401
+        assert oa.chat.completions.create(model=MODEL, messages=ask("who am i")).choices
+
+
+def test_recent_request_bodies_are_kept_for_inspection() -> None:
+    with StandinServer(StandinOptions(), announce=False) as server:
+        oa = client(server)
+        oa.chat.completions.create(model=MODEL, messages=ask("first"), max_tokens=7)
+        oa.chat.completions.create(model=MODEL, messages=ask("second"))
+        base = server.base_url.removesuffix("/v1")
+        sent = http_json(f"{base}/stats/requests")["requests"]
+        assert sent == server.requests()
+        http_json(f"{base}/stats/reset", method="POST")
+        assert server.requests() == []
+    assert [b["messages"] for b in sent] == [ask("first"), ask("second")]
+    assert sent[0]["max_tokens"] == 7
+
+
 def test_fail_first_counts_attempts_per_body() -> None:
     opts = StandinOptions(fail_first=2, faults=("500", "429"), retry_after_s=0.01)
     with StandinServer(opts, announce=False) as server:

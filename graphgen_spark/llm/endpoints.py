@@ -1,7 +1,8 @@
 """Resolved endpoint settings for a role, as shipped to executors.
 
 The API key travels inside the pickled task closure only (never a Spark conf, table, log
-or report); ``repr`` hides it.
+or report); ``repr`` hides it, and ``safe_url`` is the form of ``base_url`` to store or print
+(a URL may carry ``user:token@`` or ``?api-key=``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graphgen_spark.config import Config, ConfigError
+from graphgen_spark.secrets import redact_url, remember
 
 ROLES = ("synthesizer", "trainee")
 
@@ -16,7 +18,7 @@ ROLES = ("synthesizer", "trainee")
 @dataclass(frozen=True)
 class Endpoint:
     role: str
-    base_url: str
+    base_url: str = field(repr=False)  # may carry credentials: see safe_url
     model: str
     api_key: str = field(repr=False)
     temperature: float
@@ -25,6 +27,11 @@ class Endpoint:
     timeout_s: float
     price_prompt_per_1m: float
     price_completion_per_1m: float
+
+    @property
+    def safe_url(self) -> str:
+        """``base_url`` with its credentials redacted: the form to store, log or quote."""
+        return redact_url(self.base_url) or ""
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
@@ -47,6 +54,7 @@ def resolve_endpoint(cfg: Config, role: str) -> Endpoint:
     if not ep.model:
         raise ConfigError(f"llm.{role}.model is not set: set {env}_MODEL or llm.{role}.model")
     key = ep.api_key.get_secret_value() if ep.api_key else "EMPTY"
+    remember(key)  # scrubbed from every later error printed or stored by this process
     return Endpoint(
         role=role,
         base_url=ep.base_url,

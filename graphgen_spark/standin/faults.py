@@ -16,10 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from .options import StandinOptions
-from .rules import error_body
+from .rules import Choice, error_body
 
 _STATUS_FAULTS = {"500": 500, "502": 502, "503": 503}
 INVALID_JSON_CONTENT = '{"standin_fault": "invalid_json", "text": '
+#: Faults that change a 200 reply's content rather than the transport (see server._answer).
+CONTENT_FAULTS = frozenset({"invalid_json", "empty", "no_logprobs"})
 
 
 def canonical_body(body: Any) -> bytes:
@@ -61,6 +63,17 @@ class AttemptLog:
         self._seen.clear()
 
 
+def faulty_choice(kind: str, choice: Choice) -> Choice:
+    """``choice`` as content fault ``kind`` delivers it (the HTTP exchange stays a 200)."""
+    if kind == "invalid_json":
+        return Choice(INVALID_JSON_CONTENT, choice.finish_reason)
+    if kind == "empty":
+        return Choice("", choice.finish_reason)
+    if kind == "no_logprobs":
+        return Choice(choice.content, choice.finish_reason, None)
+    raise ValueError(f"not a content fault: {kind!r}")
+
+
 def _json_response(status: int, payload: dict[str, Any], **headers: str) -> web.Response:
     return web.Response(
         status=status,
@@ -84,8 +97,8 @@ async def fault_response(
 
     Returns the response to send, or None when the caller should answer normally
     (``hang`` after its sleep). ``ok_body`` is the normal response body, which
-    ``truncated`` cuts in half. ``invalid_json`` is handled by the caller since it
-    changes the completion content, not the transport.
+    ``truncated`` cuts in half. :data:`CONTENT_FAULTS` are handled by the caller since
+    they change the completion content, not the transport.
     """
     if kind == "429":
         return _json_response(
@@ -100,6 +113,10 @@ async def fault_response(
         return _json_response(
             status, error_body(f"stand-in injected fault: HTTP {status}", "server_error")
         )
+    if kind == "401_echo":
+        echoed = request.headers.get("Authorization", "")
+        message = f"stand-in injected fault: invalid credentials (Authorization: {echoed})"
+        return _json_response(401, error_body(message, "invalid_request_error", "invalid_api_key"))
     if kind == "hang":
         # The client normally times out first; with handler cancellation enabled the
         # disconnect cancels this sleep and frees the concurrency slot.

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Fault kinds drawn from by default (``invalid_json`` is opt-in: it is not a transport failure).
+#: Fault kinds drawn from by default (the content faults and ``401_echo`` are opt-in: they
+#: are not transport failures).
 DEFAULT_FAULTS: tuple[str, ...] = ("429", "500", "hang", "drop", "truncated")
 
 #: Every fault kind the stand-in can inject.
@@ -23,7 +24,10 @@ ALLOWED_FAULTS: tuple[str, ...] = (
     "hang",
     "drop",
     "truncated",
-    "invalid_json",
+    "invalid_json",  # a 200 whose content is broken JSON
+    "empty",  # a 200 whose content is empty
+    "no_logprobs",  # a 200 whose logprobs were dropped
+    "401_echo",  # a 401 whose body echoes the request's Authorization header (a leaky gateway)
 )
 
 

@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +26,6 @@ from .options import OptionError, StandinOptions
 from .rules import (
     SYSTEM_FINGERPRINT,
     ChatRequest,
-    Choice,
     ErrorReply,
     RequestError,
     RuleEngine,
@@ -38,6 +38,7 @@ from .stats import Stats
 
 BANNER = "graphgen-spark STAND-IN endpoint — deterministic rules, NOT a language model"
 _SHUTDOWN_TIMEOUT_S = 0.5
+_RECENT = 256  # request bodies kept for tests to read back (what exactly was sent)
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +64,7 @@ class StandinApp:
         self.engine = RuleEngine(rules=rules, no_logprobs=options.no_logprobs)
         self.stats = Stats()
         self.attempts = flt.AttemptLog()
+        self.recent: deque[Any] = deque(maxlen=_RECENT)
         self._latency_s = options.latency_ms / 1000.0
         self._slots: SlotPool | None = None  # created on the serving loop
 
@@ -73,6 +75,7 @@ class StandinApp:
         app.router.add_get("/v1/models/{model}", self.model)
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/stats/reset", self.reset_stats)
+        app.router.add_get("/stats/requests", self.get_requests)
         app.router.add_get("/health", self.health)
         return app
 
@@ -83,6 +86,7 @@ class StandinApp:
         """Zero counters and forget attempt history, so fault sequences restart."""
         self.stats.reset()
         self.attempts.clear()
+        self.recent.clear()
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -94,6 +98,7 @@ class StandinApp:
         body: Any = None
         try:
             body = json.loads(await request.read())
+            self.recent.append(body)
             req = ChatRequest.from_body(body)
         except (RequestError, ValueError, TypeError) as exc:
             stats.bad_requests += 1
@@ -121,7 +126,7 @@ class StandinApp:
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if fault is not None and fault != "invalid_json":
+            if fault is not None and fault not in flt.CONTENT_FAULTS:
                 ok_body = resp.body if isinstance(resp.body, bytes) else b""
                 fault_resp = await flt.fault_response(fault, request, self.options, ok_body)
                 if fault_resp is None:  # hang: answer normally after the stall
@@ -145,8 +150,8 @@ class StandinApp:
         if isinstance(reply, ErrorReply):
             err_type = "invalid_request_error" if reply.status < 500 else "server_error"
             return _json(reply.status, error_body(reply.message, err_type))
-        if fault == "invalid_json":
-            reply = [Choice(flt.INVALID_JSON_CONTENT) for _ in reply]
+        if fault in flt.CONTENT_FAULTS:
+            reply = [flt.faulty_choice(fault, c) for c in reply]
         cid = "chatcmpl-standin-" + hashlib.sha256(canonical).hexdigest()[:24]
         payload = completion(req, reply, cid, int(time.time()))
         return _json(200, payload, **{"x-standin-attempt": str(attempt)})
@@ -193,6 +198,9 @@ class StandinApp:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return _json(200, self.snapshot())
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        return _json(200, {"requests": list(self.recent)})
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.reset()
@@ -315,6 +323,10 @@ class StandinServer:
     def stats(self) -> dict[str, Any]:
         """A consistent snapshot of the counters (same shape as ``GET /stats``)."""
         return self._on_loop(self.app.snapshot)
+
+    def requests(self) -> list[Any]:
+        """The last request bodies received, oldest first (same as ``GET /stats/requests``)."""
+        return self._on_loop(lambda: list(self.app.recent))
 
     def reset_stats(self) -> None:
         """Same as ``POST /stats/reset``: zero counters and restart fault sequences."""
