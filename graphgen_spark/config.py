@@ -140,6 +140,12 @@ class ExtractConfig(_Section):
     ask_before_continue: bool = True
     max_attempts: int = Field(3, ge=1)
     max_failed_fraction: float = Field(0.01, ge=0, le=1)
+    # caps on one chunk text's records (a hostile or looping reply); what is dropped or cut
+    # is counted in the stage's counts and a quarantine row per text, never silently
+    max_entities_per_chunk: int = Field(200, ge=1)
+    max_relations_per_chunk: int = Field(400, ge=1)
+    max_name_chars: int = Field(200, ge=1)
+    max_description_chars: int = Field(4000, ge=1)
 
     @model_validator(mode="after")
     def _clean_types(self) -> ExtractConfig:

@@ -118,6 +118,15 @@ SCHEMAS: dict[str, T.StructType] = {
         ("description", STR),
         ("dangling", BOOL),
     ),
+    # a chunk's row is written last, after both mention tables and its quarantine rows: a
+    # chunk without one is redone whole (its mentions MERGE again on their keys)
+    "mentioned_chunks": _schema(
+        ("chunk_id", STR),
+        ("content_hash", STR),
+        ("n_entities", INT),
+        ("n_relations", INT),
+        ("run_id", STR),
+    ),
     "entities": _schema(
         ("entity_id", STR),
         ("key", STR),
@@ -330,6 +339,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "extractions": ("content_hash",),
     "entity_mentions": ("chunk_id", "key"),
     "relation_mentions": ("chunk_id", "src_key", "dst_key"),
+    "mentioned_chunks": ("chunk_id",),
     "entities": ("entity_id",),
     "relations": ("edge_id",),
     "graph_stats": ("run_id",),

@@ -29,3 +29,14 @@ def utf8_safe_tree(value: Any) -> Any:
     if isinstance(value, dict):
         return {utf8_safe_tree(k): utf8_safe_tree(v) for k, v in value.items()}
     return value
+
+
+# Zero-width (U+200B-U+200D, U+2060, U+FEFF) and bidirectional controls (U+200E/F, U+061C,
+# U+202A-U+202E, U+2066-U+2069): invisible, so a model's reply can split one name into two
+# keys ("Marie\u200bCurie") or reorder what a reader sees; names and descriptions drop them.
+_INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u061c\u202a-\u202e\u2066-\u2069]")
+
+
+def strip_invisible(s: str) -> str:
+    """``s`` without zero-width and bidi control characters."""
+    return _INVISIBLE.sub("", s)

@@ -18,6 +18,7 @@ from graphgen_spark.ids import h
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.stages.extract import (
     EMPTY,
+    Caps,
     ExtractedEntity,
     ExtractedRelation,
     Extraction,
@@ -29,7 +30,14 @@ from graphgen_spark.tables import SCHEMAS, Tables
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TYPES = {*DEFAULT_ENTITY_TYPES, "other"}
-OUTPUT_TABLES = ("extractions", "entity_mentions", "relation_mentions", "quarantine", "llm_calls")
+OUTPUT_TABLES = (
+    "extractions",
+    "entity_mentions",
+    "relation_mentions",
+    "mentioned_chunks",
+    "quarantine",
+    "llm_calls",
+)
 
 
 def make_cfg(url: str, llm: dict | None = None, **extract):
@@ -98,7 +106,7 @@ def shared_run(spark, tmp_path_factory):
         lost = tmp_path_factory.mktemp("shared_lost") / "out"
         shutil.copytree(out, lost)
         lost_tables = Tables(spark, lost)
-        for name in ("extractions", "entity_mentions", "relation_mentions"):
+        for name in ("extractions", "entity_mentions", "relation_mentions", "mentioned_chunks"):
             spark.sql(f"DELETE FROM delta.`{lost_tables.location(name)}`")
         run_pipeline(cfg, str(src), lost, stages=["extract"], spark=spark)
         replay_stats = server.stats()
@@ -618,3 +626,204 @@ def test_union_new_adds_only_new_keys():
     assert grew and union["entities"] == first["entities"]
     _, grew = union_new(first, dict(EMPTY))
     assert not grew
+
+
+# =============================================================================================
+# 5. Atomic mentions: a failure between the two mention MERGEs, then a rerun
+# =============================================================================================
+# a hostile reply: more entities and relations than the caps, over-long names and
+# descriptions, and names that differ only by zero-width and bidi control characters
+HOSTILE_TEXT = "The Hostile Archive lists many things about many other things."
+HOSTILE_ANSWER = {
+    "entities": [
+        {"name": "Xanadu", "type": "location", "description": "A summer capital."},
+        {"name": "Xana\u200bdu\u2066", "type": "location", "description": "Zero\u200dwidth."},
+        {"name": "\u202eKublai\u202c Khan", "type": "person", "description": "B" * 50},
+        {"name": "K" * 40, "type": "person", "description": "a long name"},
+        {"name": "Fourth", "type": "concept", "description": "over the entity cap"},
+        {"name": "Fifth", "type": "concept", "description": "over the entity cap"},
+    ],
+    "relations": [
+        {"source": "Xanadu", "target": "Kublai Khan", "description": "built by"},
+        {"source": "Xanadu", "target": "Fourth", "description": "second"},
+        {"source": "Fifth", "target": "Kublai Khan", "description": "over the relation cap"},
+    ],
+}
+CAPS = {
+    "max_entities_per_chunk": 3,
+    "max_relations_per_chunk": 2,
+    "max_name_chars": 20,
+    "max_description_chars": 30,
+}
+COMPARED = {
+    "extractions": ("content_hash", "status", "rounds", "n_entities", "n_relations", "records"),
+    "entity_mentions": tuple(SCHEMAS["entity_mentions"].fieldNames()),
+    "relation_mentions": tuple(SCHEMAS["relation_mentions"].fieldNames()),
+    "mentioned_chunks": ("chunk_id", "content_hash", "n_entities", "n_relations"),
+    "quarantine": ("source", "locator", "stage", "reason", "detail", "excerpt"),
+}
+
+
+def table_state(tables: Tables) -> dict[str, list[tuple]]:
+    """Every compared table as sorted tuples (run ids differ between runs, so left out)."""
+    return {
+        n: sorted(tuple(r) for r in tables.read(n).select(*cols).collect())
+        for n, cols in COMPARED.items()
+    }
+
+
+def _hostile_chunks(spark, tables: Tables) -> None:
+    chunks = [
+        _chunk("c-en-1", "d1", EN_TEXT, "en"),
+        _chunk("c-en-2", "d2", EN_TEXT, "en"),
+        _chunk("c-zh", "d3", ZH_TEXT, "zh"),
+        _chunk("c-hostile", "d4", HOSTILE_TEXT, "en"),
+    ]
+    tables.merge("chunks", spark.createDataFrame(chunks, SCHEMAS["chunks"]))
+
+
+@pytest.fixture(scope="module")
+def interrupted(spark, tmp_path_factory):
+    """An uninterrupted run, and a run whose relation_mentions write fails for a real reason
+    (a plain file sits where Delta must create the table's folder) followed by a rerun once
+    the file is gone."""
+    script = tmp_path_factory.mktemp("hostile") / "rules.json"
+    rule = {"match": "Hostile Archive", "content": json.dumps(HOSTILE_ANSWER, ensure_ascii=False)}
+    script.write_text(json.dumps({"rules": [rule]}), "utf-8")
+    ref_tables = Tables(spark, tmp_path_factory.mktemp("atomic_ref"))
+    cut_tables = Tables(spark, tmp_path_factory.mktemp("atomic_cut"))
+    res: dict = {"ref": ref_tables, "cut": cut_tables}
+    with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        cfg = make_cfg(server.base_url, max_gleaning_rounds=0, **CAPS)
+        _hostile_chunks(spark, ref_tables)
+        res["ref_run"] = run_pipeline(cfg, None, ref_tables.output_dir, ["extract"], spark=spark)
+        res["ref_stats"] = server.stats()
+        _hostile_chunks(spark, cut_tables)
+        blocker = Path(cut_tables.location("relation_mentions"))
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a Delta table")
+        with pytest.raises(Exception) as err:
+            run_pipeline(cfg, None, cut_tables.output_dir, ["extract"], spark=spark)
+        res["cut_error"] = str(err.value)
+        res["after_cut"] = {
+            "entity_mentions": cut_tables.read("entity_mentions").count(),
+            "relation_mentions": cut_tables.exists("relation_mentions"),
+            "mentioned_chunks": cut_tables.read("mentioned_chunks").count(),
+        }
+        blocker.unlink()
+        sent = server.stats()["requests_total"]
+        res["rerun"] = run_pipeline(cfg, None, cut_tables.output_dir, ["extract"], spark=spark)
+        res["rerun_sent"] = server.stats()["requests_total"] - sent
+    return res
+
+
+def test_a_failure_between_the_mention_writes_leaves_no_chunk_marked_done(interrupted):
+    after = interrupted["after_cut"]
+    assert "relation_mentions" in interrupted["cut_error"]
+    # the entity mentions went in, the relation table never did, and no chunk is marked done
+    assert after == {
+        "entity_mentions": after["entity_mentions"],
+        "relation_mentions": False,
+        "mentioned_chunks": 0,
+    }
+    assert after["entity_mentions"] > 0
+
+
+def test_the_rerun_after_the_failure_equals_an_uninterrupted_run(interrupted):
+    ref, cut = table_state(interrupted["ref"]), table_state(interrupted["cut"])
+    assert ref["relation_mentions"], "the reference run wrote relation mentions"
+    assert {c for c, *_ in ref["mentioned_chunks"]} == {"c-en-1", "c-en-2", "c-zh", "c-hostile"}
+    for name in COMPARED:
+        assert cut[name] == ref[name], name
+    assert interrupted["rerun_sent"] == 0  # the outcomes were stored: nothing paid twice
+    tables = interrupted["cut"]
+    run = tables.read("runs").filter(F.col("run_id") == interrupted["rerun"]).first()
+    counts = run["stage_stats"][0]["counts"]
+    assert counts["texts_to_extract"] == 0 and counts["entity_mentions_written"] == 0
+    assert counts["relation_mentions_written"] == len(ref["relation_mentions"])
+    assert counts["chunks_mentioned"] == 4
+
+
+# =============================================================================================
+# 6. Hostile model output: caps, invisible characters, counted and reported
+# =============================================================================================
+def test_hostile_reply_is_capped_cleaned_and_counted(interrupted):
+    tables = interrupted["ref"]
+    ents = {m["key"]: m for m in rows(tables, "entity_mentions") if m["chunk_id"] == "c-hostile"}
+    # Xana<ZWSP>du<LRI> is Xanadu; <RLO>Kublai<PDF> Khan is Kublai Khan; 3 kept of 5 distinct
+    assert set(ents) == {"xanadu", "kublai khan", "k" * 20}
+    assert ents["xanadu"]["description"] == "A summer capital.\nZerowidth."
+    assert ents["kublai khan"]["display"] == "Kublai Khan"
+    assert ents["kublai khan"]["description"] == "B" * 30
+    invisible = "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u061c\u202a\u202e\u2066\u2069"
+    for m in ents.values():
+        assert not set(m["display"] + m["key"] + m["description"]) & set(invisible)
+    rels = [m for m in rows(tables, "relation_mentions") if m["chunk_id"] == "c-hostile"]
+    assert sorted((m["src_key"], m["dst_key"]) for m in rels) == [
+        ("fourth", "xanadu"),
+        ("kublai khan", "xanadu"),
+    ]
+    # what the caps cut is a quarantine row per text and kind, with its count
+    cut = [r for r in rows(tables, "quarantine") if r["locator"].startswith("cap:")]
+    q = {r["reason"]: r for r in cut if r["source"] == f"content:{h(HOSTILE_TEXT)}"}
+    assert set(q) == {"capped_entities", "capped_relations", "capped_names", "capped_descriptions"}
+    assert q["capped_entities"]["detail"].startswith("2 entities dropped")
+    assert "extract.max_entities_per_chunk" in q["capped_entities"]["detail"]
+    assert q["capped_relations"]["detail"].startswith("1 relations dropped")
+    assert q["capped_names"]["detail"].startswith("1 names cut")
+    assert q["capped_descriptions"]["detail"].startswith("1 descriptions cut")
+    # and the run's stage counts add up every text's rows (the stand-in's own sentences are
+    # longer than 30 characters too)
+    run = tables.read("runs").filter(F.col("run_id") == interrupted["ref_run"]).first()
+    counts = run["stage_stats"][0]["counts"]
+    per_reason: dict[str, int] = {}
+    for r in cut:
+        per_reason[r["reason"]] = per_reason.get(r["reason"], 0) + int(r["detail"].split()[0])
+    assert {k: v for k, v in counts.items() if k.startswith("capped_")} == per_reason
+    assert (counts["capped_entities"], counts["capped_relations"]) == (2, 1)
+    assert counts["capped_descriptions"] > 1
+
+
+CAPS_CFG = build_config({"extract": CAPS}, env=False)
+
+
+def test_normalise_caps_records_and_counts_what_it_cut():
+    out = normalise(Extraction.model_validate(HOSTILE_ANSWER), CAPS_CFG, "h")
+    assert [e["key"] for e in out["entities"]] == ["xanadu", "kublai khan", "k" * 20]
+    assert len(out["relations"]) == 2
+    assert out["capped"] == {
+        "entities": 2,
+        "relations": 1,
+        "names": 1,
+        "descriptions": 1,
+        "rejects": 0,
+    }
+    assert max(len(e["description"]) for e in out["entities"]) == 30
+    # the defaults keep all of it
+    assert normalise(Extraction.model_validate(HOSTILE_ANSWER), CFG, "h")["capped"] == {
+        "entities": 0,
+        "relations": 0,
+        "names": 0,
+        "descriptions": 0,
+        "rejects": 0,
+    }
+
+
+def test_a_flood_of_records_is_bounded_in_one_answer_and_across_gleaning_rounds():
+    flood = _ext(
+        [(f"Thing {i}", "concept", "d" * 5000) for i in range(1000)],
+        [(f"Thing {i}", f"Thing {i + 1}", "r") for i in range(1000)] + [("", "x", "")] * 2000,
+    )
+    out = normalise(flood, CFG, "h")  # the defaults: 200 entities, 400 relations
+    assert len(out["entities"]) == 200 and len(out["relations"]) == 400
+    assert out["capped"]["entities"] == 800 and out["capped"]["relations"] == 600
+    assert out["capped"]["descriptions"] == 200  # only the kept ones were cut
+    assert all(len(e["description"]) == 4000 for e in out["entities"])
+    assert len(out["quarantined"]) == 600 and out["capped"]["rejects"] == 1400
+    more = normalise(_ext([(f"Other {i}", "concept", "") for i in range(50)]), CFG, "h")
+    few = normalise(_ext([(f"Thing {i}", "concept", "") for i in range(190)]), CFG, "h")
+    merged, grew = union_new(few, more, Caps.of(CFG))
+    assert grew and len(merged["entities"]) == 200
+    assert merged["capped"]["entities"] == 40  # 50 new, room for 10
+    full, grew = union_new(out, more, Caps.of(CFG))
+    assert not grew and full["capped"]["entities"] == 850

@@ -212,3 +212,28 @@ def test_normalise_type_lenient(raw, expected):
 def test_default_types_are_all_kept_when_strict():
     for t in ALLOWED:
         assert normalise_type(t.upper(), ALLOWED, strict=True) == t
+
+
+# -- invisible characters: zero-width and bidi controls ---------------------------------------
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+BIDI = ["\u200e", "\u200f", "\u061c", *(chr(c) for c in range(0x202A, 0x202F))]
+BIDI += [chr(c) for c in range(0x2066, 0x206A)]
+
+
+@pytest.mark.parametrize("ch", ZERO_WIDTH + BIDI)
+def test_invisible_characters_never_split_a_name(ch):
+    assert display_name(f"Ma{ch}rie Curie{ch}") == "Marie Curie"
+    assert key_of(f"{ch}Marie {ch}Curie") == key_of("Marie Curie") == "marie curie"
+    assert clean_text(f"A{ch} physicist.{ch}") == "A physicist."
+    assert name_key(f"Ro{ch}me") == "rome"  # a key made from an uncleaned display too
+
+
+def test_invisible_characters_from_html_entities_are_removed():
+    assert display_name("Marie&#8203;Curie&#x202E;") == "MarieCurie"
+    assert clean_text("a&#xFEFF;b") == "ab"
+
+
+def test_visible_neighbours_of_the_invisible_ranges_are_kept():
+    # U+2061 (function application), U+206A (deprecated), U+202F (narrow nbsp) are not removed
+    assert display_name("a\u2061b") == "a\u2061b"
+    assert clean_text("x\u202fy") == "x y"  # a space, collapsed as before

@@ -1,7 +1,7 @@
 """Entity names and descriptions as the merge sees them (method.md §3.4).
 
-The **display** form is cleaned text (HTML entities decoded, control characters removed,
-matching surrounding quotes stripped, whitespace collapsed); the **key** is
+The **display** form is cleaned text (HTML entities decoded, control, zero-width and bidi
+characters removed, matching surrounding quotes stripped, whitespace collapsed); the **key** is
 ``casefold(NFKC(display))`` and ``entity_id = h(key)``. Unlike the reference, quotes and
 letter case never split one entity into two nodes.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+
+from graphgen_spark.text import strip_invisible
 
 _CONTROL = re.compile(r"[\u0000-\u001f\u007f-\u009f]")
 _SPACE_CONTROL = re.compile(r"[\t\n\r\v\f]")
@@ -29,10 +31,10 @@ _QUOTES = [
 
 
 def clean_text(text: str | None) -> str:
-    """Descriptions: unescape, drop control characters, collapse whitespace, trim."""
+    """Descriptions: unescape, drop control and invisible characters, collapse whitespace."""
     if not text:
         return ""
-    text = html.unescape(text)
+    text = strip_invisible(html.unescape(text))
     text = _CONTROL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
 
@@ -42,7 +44,8 @@ def display_name(name: str | None) -> str:
     if not name:
         return ""
     # line breaks and tabs inside a name separate words; other control characters are deleted
-    text = _CONTROL.sub("", _SPACE_CONTROL.sub(" ", html.unescape(name))).strip()
+    text = strip_invisible(html.unescape(name))
+    text = _CONTROL.sub("", _SPACE_CONTROL.sub(" ", text)).strip()
     changed = True
     while changed and len(text) >= 2:
         changed = False
@@ -55,8 +58,8 @@ def display_name(name: str | None) -> str:
 
 
 def name_key(display: str) -> str:
-    """The merge key of a display name: NFKC, then casefold."""
-    return unicodedata.normalize("NFKC", display).casefold()
+    """The merge key of a display name: NFKC, then casefold (invisible characters dropped)."""
+    return unicodedata.normalize("NFKC", strip_invisible(display)).casefold()
 
 
 def normalise_type(raw: str | None, allowed: tuple[str, ...], strict: bool) -> str:
