@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -57,6 +65,15 @@ class InputConfig(_Section):
     id_field: str | None = None
     max_doc_chars: int = Field(5_000_000, ge=1)
     format: Literal["auto", "jsonl", "json", "txt", "md", "csv", "parquet", "table"] = "auto"
+    # False: a symbolic link in a local input folder that leaves it is quarantined, not read
+    follow_symlinks: bool = False
+
+    @field_validator("follow_symlinks", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+            return value
+        raise ValueError("allowed values: true, false")
 
 
 class ChunkConfig(_Section):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from graphgen_spark.config import build_config
+from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
 from graphgen_spark.stages import ingest
 from graphgen_spark.stages import readers as R
@@ -161,6 +164,7 @@ def mixed(spark, tmp_path_factory):
     }
 
 
+WHOLE_FILE_REASONS = ("empty_file", "corrupt_file", "unfollowed_symlink")
 EXPECTED_QUARANTINE = {
     ("docs.jsonl", "line:4"): "malformed_json",
     ("docs.jsonl", "line:5"): "not_an_object",
@@ -185,7 +189,8 @@ def test_every_quarantine_reason_with_its_locator(mixed):
     src = mixed["src"]
     got = {(os.path.relpath(q["source"], src), q["locator"]): q["reason"] for q in mixed["quar"]}
     assert got == EXPECTED_QUARANTINE
-    assert set(got.values()) == set(R.REASONS)
+    # whole-file reasons: test_hostile_files_are_quarantined_with_their_reason
+    assert set(got.values()) == set(R.REASONS) - set(WHOLE_FILE_REASONS)
     by_loc = {(os.path.relpath(q["source"], src), q["locator"]): q for q in mixed["quar"]}
     malformed = by_loc[("docs.jsonl", "line:4")]
     assert malformed["excerpt"] == '{"content": "broken line'
@@ -359,3 +364,232 @@ def test_shared_samples(spark, tmp_path, shared_data):
         else:  # chunked_demo.json sorts first, so the pre-chunked form represents the pair
             assert names == ["chunked_demo.json", "raw_demo.jsonl"]
             assert d["prechunked"] and d["parts"] == [d["text"]]
+
+
+# -- hostile input ---------------------------------------------------------------------------
+def test_wide_unicode_with_a_bom_is_decoded():
+    text = "Grüße, 世界 😀\nline two"
+    for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+        bom = "\ufeff".encode(codec)
+        (row,) = _parse("txt", bom + text.encode(codec))
+        assert (row["text"], row["reason"]) == (text, None), codec
+        lines = _parse("jsonl", bom + '{"content": "a"}\r\n{"content": "ü"}\n'.encode(codec))
+        assert [(r["locator"], r["text"]) for r in lines] == [("line:1", "a"), ("line:2", "ü")]
+        (item,) = _parse("json", bom + '[{"text": "😀"}]'.encode(codec))
+        assert item["text"] == "😀"
+    # a lone surrogate cannot be decoded: the whole file is a decode_error
+    (bad,) = _parse("md", b"\xff\xfe" + b"a\x00\x00\xd8")
+    assert (bad["locator"], bad["reason"]) == ("file", "decode_error")
+    assert "utf-16" in bad["detail"]
+
+
+def test_a_file_without_records_leaves_a_trace():
+    for fmt in R.TEXT_FORMATS:
+        (row,) = _parse(fmt, b"")
+        assert (row["locator"], row["reason"], row["detail"]) == (
+            "file",
+            "empty_file",
+            "empty file (0 bytes)",
+        )
+    for fmt, data in (("jsonl", b"\n \r\n"), ("json", b" [ ] ")):
+        (row,) = _parse(fmt, data)
+        assert (row["reason"], row["detail"]) == (
+            "empty_file",
+            f"no records in its {len(data)} bytes (blank lines or an empty array)",
+        )
+    # whitespace in a whole-file format is a document, rejected later as empty_document
+    assert _parse("txt", b" \n")[0]["reason"] is None
+
+
+def test_csv_header_names_follow_spark():
+    assert R.csv_header('\ufeffid,"a, b",,ID,x') == ["id0", "a, b", "_c2", "ID3", "x"]
+    assert R.csv_header("a,a,a0") == ["a0_0", "a1", "a0_2"]  # still repeated: made unique
+    assert R.positional_names(["id", "_c2"], 4) == ["id", "_c2", "__c2", "_c3"]
+    _src, names, tcol, icol, _why = R.csv_file_row("f", "ID,Body", "body", "id")
+    assert (names, tcol, icol) == (["ID", "Body"], "Body", "ID")
+
+
+def test_follow_symlinks_must_be_a_boolean():
+    with pytest.raises(ConfigError) as err:
+        _cfg(follow_symlinks="sometimes")
+    assert "input.follow_symlinks" in str(err.value) and "true, false" in str(err.value)
+    assert _cfg(follow_symlinks=True).input.follow_symlinks is True
+
+
+def _parquet(path: Path, rows: list[dict]) -> Path:
+    schema = pa.schema([("id", pa.string()), ("content", pa.string())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def _hostile_input(root: Path) -> Path:
+    src, outside = root / "in", root / "outside"
+    src.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("Secret outside the input folder.", encoding="utf-8")
+    (src / "good.txt").write_text("A good text document.", encoding="utf-8")
+    (src / "good.jsonl").write_text('{"content": "line one"}\n{"content": "line two"}\n')
+    (src / "rows.csv").write_text("id,content\nc1,CSV one\nc2,CSV two\n", encoding="utf-8")
+    (src / "swapped.csv").write_text("content,lang,id\nCSV three,en,c3\n", encoding="utf-8")
+    _parquet(src / "rows.parquet", [{"id": "p1", "content": "Parquet one"}])
+    for fmt in R.FILE_FORMATS:
+        (src / f"empty.{fmt}").write_bytes(b"")
+    (src / "blank.jsonl").write_bytes(b"\n\n")
+    (src / "array.json").write_bytes(b"[]")
+    (src / "header.csv").write_bytes(b"id,content\n")
+    _parquet(src / "no_rows.parquet", [])
+    whole = _parquet(src / "half.parquet", [{"id": "h1", "content": "Lost half."}]).read_bytes()
+    (src / "half.parquet").write_bytes(whole[: len(whole) // 2])
+    (src / "utf16le.txt").write_bytes("\ufeffUTF-16 little-endian: héllo".encode("utf-16-le"))
+    (src / "utf16be.md").write_bytes("\ufeffUTF-16 big-endian: wörld".encode("utf-16-be"))
+    (src / "utf16.jsonl").write_bytes(
+        '\ufeff{"content": "UTF-16 jsonl: 日本"}\n'.encode("utf-16-le")
+    )
+    (src / "big.txt").write_bytes(b"x" * 10_000)  # > 4 bytes x max_doc_chars: never read
+    (src / "mid.txt").write_text("中" * 1200, encoding="utf-8")  # 3,600 bytes, 1,200 chars
+    lines = [json.dumps({"content": f"Small record {i:04d}."}) for i in range(200)]
+    (src / "many.jsonl").write_text("\n".join(lines), encoding="utf-8")  # big file, small docs
+    (src / "alias.txt").symlink_to(src / "good.txt")  # inside: followed
+    (src / "leak.txt").symlink_to(outside / "secret.txt")
+    (src / "leakdir").symlink_to(outside, target_is_directory=True)
+    (src / "dangling.txt").symlink_to(root / "nowhere.txt")
+    return src
+
+
+@pytest.fixture(scope="module")
+def hostile(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile").resolve()
+    src = _hostile_input(root)
+    tables = Tables(spark, root / "out")
+    result = ingest.run(_ctx(spark, tables, src, max_doc_chars=1000, id_field="id"))
+    quar = {
+        (os.path.relpath(q["source"], src), q["locator"]): q.asDict()
+        for q in tables.read("quarantine").collect()
+    }
+    docs = [r.asDict(recursive=True) for r in tables.read("documents").collect()]
+    return {"root": root, "src": src, "result": result, "quar": quar, "docs": docs}
+
+
+HOSTILE_QUARANTINE = {
+    **{f"empty.{fmt}": ("empty_file", "empty file (0 bytes)") for fmt in R.FILE_FORMATS},
+    "blank.jsonl": ("empty_file", "no records in its 2 bytes"),
+    "array.json": ("empty_file", "no records in its 2 bytes"),
+    "header.csv": ("empty_file", "a header and no rows"),
+    "no_rows.parquet": ("empty_file", "a parquet file with no rows"),
+    "half.parquet": ("corrupt_file", "not a readable parquet file ("),
+    "big.txt": ("oversized_document", "file of 10000 bytes, more than input.max_doc_chars"),
+    "mid.txt": ("oversized_document", "1200 characters, more than input.max_doc_chars"),
+    "leak.txt": ("unfollowed_symlink", "symbolic link to {outside}/secret.txt, outside"),
+    "leakdir": ("unfollowed_symlink", "symbolic link to {outside}, outside the input folder"),
+    "dangling.txt": ("unfollowed_symlink", "symbolic link to {root}/nowhere.txt, which does"),
+}
+
+
+def test_hostile_files_are_quarantined_with_their_reason(hostile):
+    root = hostile["root"]
+    got = {src: (q["reason"], q["detail"]) for (src, loc), q in hostile["quar"].items()}
+    assert {loc for _src, loc in hostile["quar"]} == {"file"}
+    assert {r for r, _detail in got.values()} >= set(WHOLE_FILE_REASONS)
+    assert set(got) == set(HOSTILE_QUARANTINE)
+    for name, (reason, start) in HOSTILE_QUARANTINE.items():
+        start = start.format(outside=root / "outside", root=root)
+        assert got[name][0] == reason and got[name][1].startswith(start), (name, got[name])
+    assert "magic number" in got["half.parquet"][1]  # the parquet reader's own words
+    assert got["big.txt"][1].endswith("not read")
+    assert "input.follow_symlinks: true" in got["leak.txt"][1]
+
+
+def test_hostile_input_keeps_every_good_document(hostile):
+    src = hostile["src"]
+    by_text = {d["text"]: d for d in hostile["docs"]}
+    expected = {
+        "A good text document.",
+        "line one",
+        "line two",
+        "CSV one",
+        "CSV two",
+        "CSV three",
+        "Parquet one",
+        "UTF-16 little-endian: héllo",
+        "UTF-16 big-endian: wörld",
+        "UTF-16 jsonl: 日本",
+        *(f"Small record {i:04d}." for i in range(200)),
+    }
+    assert set(by_text) == expected
+    good = by_text["A good text document."]
+    assert [os.path.relpath(s["source"], src) for s in good["sources"]] == [
+        "alias.txt",
+        "good.txt",
+    ]
+    three = by_text["CSV three"]  # its own header: columns in another order, one more
+    assert (three["source_id"], three["locator"], three["metadata"]) == (
+        "c3",
+        "row:c3",
+        {"lang": "en"},
+    )
+    counts = hostile["result"].counts
+    assert counts["documents_read"] == len(expected) + 1  # alias.txt
+    assert counts["quarantined"] == len(HOSTILE_QUARANTINE)
+    assert counts["quarantined_empty_file"] == 10 and counts["quarantined_corrupt_file"] == 1
+
+
+def test_symlinks_are_followed_when_configured(spark, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (tmp_path / "secret.txt").write_text("Outside, but wanted.", encoding="utf-8")
+    (src / "own.txt").write_text("Inside.", encoding="utf-8")
+    (src / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    (src / "dangling.txt").symlink_to(tmp_path / "nowhere.txt")
+
+    def read(**input_cfg) -> dict[str, tuple]:
+        rows = ingest.read_input(spark, str(src), _cfg(**input_cfg).input).collect()
+        return {Path(r["source"]).name: (r["text"], r["reason"]) for r in rows}
+
+    assert read(follow_symlinks=True) == {
+        "own.txt": ("Inside.", None),
+        "leak.txt": ("Outside, but wanted.", None),
+        "dangling.txt": (None, "unfollowed_symlink"),  # leads nowhere: never followed
+    }
+    assert read()["leak.txt"] == (None, "unfollowed_symlink")
+
+
+def test_only_unreadable_parquet_files(spark, tmp_path):
+    """No footer to infer a schema from: the read itself would fail the job."""
+    (tmp_path / "zero.parquet").write_bytes(b"")
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    rows = ingest.read_input(spark, str(tmp_path), _cfg().input).collect()
+    got = {Path(r["source"]).name: (r["locator"], r["reason"]) for r in rows}
+    assert got == {"zero.parquet": ("file", "empty_file"), "junk.parquet": ("file", "corrupt_file")}
+
+
+SMALL_FORMATS = ("txt", "md", "jsonl", "json", "csv")
+
+
+def _small_file(path: Path, fmt: str, text: str) -> None:
+    if fmt in R.WHOLE_FILE_FORMATS:
+        path.write_text(text, encoding="utf-8")
+    elif fmt == "jsonl":
+        path.write_text(json.dumps({"content": text}) + "\n", encoding="utf-8")
+    elif fmt == "json":
+        path.write_text(json.dumps([{"content": text}]), encoding="utf-8")
+    else:
+        path.write_text(f"content\n{text}\n", encoding="utf-8")
+
+
+def test_twenty_thousand_small_files(spark, tmp_path):
+    """One read per format group, packed into a few tasks: every document arrives in
+    bounded time (per-file reads took minutes)."""
+    src, n = tmp_path / "many", 20_000
+    for i in range(n):
+        folder = src / f"d{i % 40}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fmt = SMALL_FORMATS[i % len(SMALL_FORMATS)]
+        _small_file(folder / f"f{i}.{fmt}", fmt, f"Small document number {i}.")
+    tables = Tables(spark, tmp_path / "out")
+    started = time.monotonic()
+    res = ingest.run(_ctx(spark, tables, src))
+    elapsed = time.monotonic() - started
+    print(f"ingest of {n} small files: {elapsed:.1f} s")
+    assert (res.counts["documents_read"], res.counts["quarantined"]) == (n, 0)
+    assert res.counts["documents_written"] == tables.read("documents").count() == n
+    assert elapsed < 240  # per-file reads: 343 s for 20,000 text files, Python workers alone

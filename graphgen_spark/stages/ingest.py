@@ -20,12 +20,20 @@ contents never reach the driver.
 
 from __future__ import annotations
 
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import reduce
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, DataFrameReader, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from graphgen_spark.config import InputConfig
 from graphgen_spark.ids import h_col
@@ -111,87 +119,348 @@ def _tally(counts: DataFrame, what: str, key: str | None = None) -> DataFrame:
 
 
 # -- reading -------------------------------------------------------------------------------
+Found = dict[str | None, tuple[int, int]]  # format (None: unsupported) -> (files, bytes)
+
+
 def read_input(spark: SparkSession, path: str, icfg: InputConfig, log=None) -> DataFrame:
-    """All records of the input as :data:`readers.PARSED` rows (lazy, except a listing)."""
+    """All records of the input as :data:`readers.PARSED` rows.
+
+    Lazy but for a few small actions: a listing summary, the CSV headers, and the parquet
+    files that gave no row. One Spark read per format group, whatever the number of files.
+    """
     fmt = icfg.format
     tf, idf = icfg.text_field, icfg.id_field
     if fmt == "table" or (fmt == "auto" and _is_delta(spark, path)):
         return R.tabular_rows(read_table(spark, path), F.lit(path), "table", tf, idf)
 
-    max_len = int(spark.conf.get(_BINARY_MAX_LENGTH, str(2**31 - 1)))
-    listing = (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .load(path)
-        .select(R.plain_path(F.col("path")).alias("path"), "length")
-    )
-    ext = R.extension_col(F.col("path"))
-    file_fmt = F.when(ext.isin(*R.FILE_FORMATS), ext) if fmt == "auto" else F.lit(fmt)
-    listing = listing.withColumn("fmt", file_fmt)
-
-    # one small action: which formats occur, and the paths of the tabular files
-    tabular = F.col("fmt").isin(*R.TABULAR_FORMATS)
-    summary = (
-        listing.groupBy("fmt")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sort_array(F.collect_list(F.when(tabular, F.col("path")))).alias("paths"),
-        )
-        .collect()
-    )
-    found = {r["fmt"]: (int(r["n"]), list(r["paths"])) for r in summary}
+    files, link_rejects = input_files(path, icfg)
+    listing = files.listing(spark)
+    found = _summary(listing)
     if log is not None:
         log.info("ingest %s: files per format %s", path, {k: v[0] for k, v in found.items()})
 
     pieces: list[DataFrame] = []
-    if any(f in found for f in R.TEXT_FORMATS):
-        reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-        if fmt == "auto":
-            reader = reader.option("pathGlobFilter", R.case_insensitive_glob(R.TEXT_FORMATS))
-        files = reader.load(path).filter(F.col("length") <= max_len).select("path", "content")
-        per_file = None if fmt == "auto" else fmt
-        pieces.append(files.mapInPandas(R.parse_files(per_file, tf, idf), R.PARSED))
-        too_big = listing.filter(F.col("fmt").isin(*R.TEXT_FORMATS) & (F.col("length") > max_len))
-        pieces.append(
-            _file_rejects(
-                too_big,
-                R.OVERSIZED_DOCUMENT,
-                F.format_string(
-                    f"file of %d bytes exceeds {_BINARY_MAX_LENGTH} = {max_len}", "length"
-                ),
-            )
-        )
+    if link_rejects:
+        pieces.append(spark.createDataFrame(link_rejects, R.PARSED))
+    pieces += _text_rows(spark, files, listing, icfg, found)
     if None in found:  # auto mode: extensions it cannot read
+        ext = R.extension_col(F.col("path"))
         unsupported = listing.filter(F.col("fmt").isNull()).withColumn("fmt", ext)
         detail = F.format_string(
             "cannot read '%s' files; supported: " + ", ".join(R.FILE_FORMATS),
             F.when(ext == "", F.lit("extension-less")).otherwise(ext),
         )
         pieces.append(_file_rejects(unsupported, R.UNSUPPORTED_FORMAT, detail))
-    for csv_path in found.get("csv", (0, []))[1]:
-        pieces.append(R.tabular_rows(read_csv(spark, csv_path), F.lit(csv_path), "csv", tf, idf))
-    parquet_paths = found.get("parquet", (0, []))[1]
-    if parquet_paths:
-        df = spark.read.option("mergeSchema", "true").parquet(*map(R.literal_path, parquet_paths))
-        source = R.decoded_path(F.col("_metadata.file_path"))
-        pieces.append(R.tabular_rows(df, source, "parquet", tf, idf))
+    if "csv" in found:
+        pieces += _csv_rows(spark, files, listing, icfg, found["csv"])
+    if "parquet" in found:
+        pieces += _parquet_rows(spark, files, listing, icfg, found["parquet"])
 
     if not pieces:
         return spark.createDataFrame([], R.PARSED)
     return reduce(DataFrame.unionByName, [p.select(*R.PARSED_COLS) for p in pieces])
 
 
-def read_csv(spark: SparkSession, path: str) -> DataFrame:
-    """One CSV file with its own header (RFC 4180 quoting, quoted newlines allowed).
+@dataclass(frozen=True)
+class InputFiles:
+    """The input files: the input path read recursively, or, when some entries must be
+    skipped (symbolic links that leave the folder), an explicit list of files. ``sizes``:
+    the non-empty files and their sizes when a local walk found them."""
 
-    The header comes from a single-line read (it reads the first line only); the rows from
-    a multi-line read with that schema. Spark's multi-line schema inference cannot open a
-    file whose name holds glob characters such as ``[`` (it globs the path twice).
+    path: str
+    fmt: str
+    files: tuple[str, ...] | None = None
+    sizes: tuple[tuple[str, int], ...] | None = None
+
+    def load(self, reader: DataFrameReader, fmts: Sequence[str] = ()) -> DataFrame:
+        """``reader`` over the input files of formats ``fmts`` (all files when empty)."""
+        reader = reader.option("recursiveFileLookup", "true")
+        by_name = bool(fmts) and self.fmt == "auto"
+        if self.files is None:
+            if by_name:
+                reader = reader.option("pathGlobFilter", R.case_insensitive_glob(fmts))
+            return reader.load(self.path)
+        keep = [f for f in self.files if not by_name or R.extension(f) in fmts]
+        return reader.load([R.literal_path(f) for f in keep])
+
+    def listing(self, spark: SparkSession) -> DataFrame:
+        """``path``, ``length`` and ``fmt`` (NULL: unsupported) of every input file; no file
+        is opened (``binaryFile`` without ``content``)."""
+        ext = R.extension_col(F.col("path"))
+        file_fmt = F.when(ext.isin(*R.FILE_FORMATS), ext) if self.fmt == "auto" else F.lit(self.fmt)
+        if self.sizes is not None:  # a local walk listed them already
+            listed = spark.createDataFrame(list(self.sizes), "path string, length long")
+        else:
+            listed = self.load(spark.read.format("binaryFile")).select(
+                R.plain_path(F.col("path")).alias("path"), "length"
+            )
+        return listed.coalesce(_cores(spark) * 4).withColumn("fmt", file_fmt)
+
+
+def _summary(listing: DataFrame) -> Found:
+    """One small action: how many files and bytes of each format."""
+    rows = listing.groupBy("fmt").agg(F.count(F.lit(1)).alias("n"), F.sum("length").alias("bytes"))
+    return {r["fmt"]: (int(r["n"]), int(r["bytes"] or 0)) for r in rows.collect()}
+
+
+def _cores(spark: SparkSession) -> int:
+    return max(1, spark.sparkContext.defaultParallelism)
+
+
+def _packed(spark: SparkSession, df: DataFrame, n_files: int, n_bytes: int) -> DataFrame:
+    """``df`` in as many tasks as the cores, files over 1,000 per task or bytes over 64 MiB
+    per task ask for. Spark's own packing (about 16 small files a task) makes 20,000 small
+    files 1,250 tasks, whose start-up (a Python worker each for the text formats) dominates.
     """
-    reader = spark.read.option("header", "true").option("escape", '"')
-    pattern = R.literal_path(path)
-    header = reader.csv(pattern).schema
-    return reader.schema(header).option("multiLine", "true").csv(pattern)
+    tasks = max(min(n_files, _cores(spark)), -(-n_bytes // (64 << 20)), -(-n_files // 1000), 1)
+    return df.coalesce(tasks)
+
+
+# -- input files: symbolic links, empty files ---------------------------------------------------
+def input_files(path: str, icfg: InputConfig) -> tuple[InputFiles, list[dict]]:
+    """Which files to read, and reject rows for what a local input holds that Spark would
+    follow or skip without a trace.
+
+    Hadoop's local file system follows every link, so a link inside the input folder could
+    read any file the job can open; and Spark's scans skip empty files. A local input is
+    walked first: links that leave it (unless ``input.follow_symlinks``) or lead nowhere,
+    and empty files, are quarantined; if a link is skipped, Spark gets the list of the other
+    files instead of the folder. Other file systems are read as they are.
+    """
+    local = _local_path(path)
+    if local is None:
+        return InputFiles(path, icfg.format), []
+    files, rejects = walk_local(os.path.abspath(local), icfg.follow_symlinks)
+    explicit = tuple(f for f, _size in files) if rejects else None
+    for f, size in files:
+        if size == 0:
+            fmt = icfg.format if icfg.format != "auto" else R.extension(f) or None
+            rejects.append(R.file_reject(f, fmt, R.EMPTY_FILE, "empty file (0 bytes)"))
+    sizes = tuple((f, size) for f, size in files if size > 0)
+    return InputFiles(path, icfg.format, explicit, sizes), rejects
+
+
+def _local_path(path: str) -> str | None:
+    """The local file or folder that ``path`` (plain or ``file:``) names, or None."""
+    if re.match(r"^[A-Za-z][\w+.-]+:", path) and not path.startswith("file:"):
+        return None  # hdfs://, s3a://, dbfs:/ ...
+    local = re.sub(r"^file:(//)?(?=/)", "", path)
+    return local if os.path.exists(local) else None
+
+
+def _spark_skips(name: str) -> bool:
+    """Names Spark's file listing leaves out (hidden and temporary files)."""
+    if name.startswith(("_common_metadata", "_metadata")):
+        return False
+    hidden = name.startswith(".") or (name.startswith("_") and "=" not in name)
+    return hidden or name.endswith("._COPYING_")
+
+
+def walk_local(root: str, follow: bool = False) -> tuple[list[tuple[str, int]], list[dict]]:
+    """``(path, size)`` of the files under ``root`` as Spark would list them, and a reject
+    row per link not followed: one that leads nowhere, or (unless ``follow``) leaves
+    ``root``. Each folder is visited once, so a link loop ends."""
+    if not os.path.isdir(root):
+        return [(root, os.path.getsize(root))], []
+    base = os.path.realpath(root)
+    files: list[tuple[str, int]] = []
+    rejects: list[dict] = []
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        if os.path.realpath(folder) in seen:
+            continue
+        seen.add(os.path.realpath(folder))
+        with os.scandir(folder) as entries:
+            for e in sorted(entries, key=lambda e: e.name):
+                if _spark_skips(e.name):
+                    continue
+                why = _link_problem(e.path, base, follow) if e.is_symlink() else None
+                if why:
+                    rejects.append(R.file_reject(e.path, None, R.UNFOLLOWED_SYMLINK, why))
+                elif e.is_dir():
+                    stack.append(e.path)
+                elif e.is_file():
+                    files.append((e.path, e.stat().st_size))
+    return files, rejects
+
+
+def _link_problem(link: str, base: str, follow: bool) -> str | None:
+    target = os.path.realpath(link)
+    if not os.path.exists(target):
+        return f"symbolic link to {target}, which does not exist"
+    if not follow and os.path.commonpath([target, base]) != base:
+        return (
+            f"symbolic link to {target}, outside the input folder {base}; not followed "
+            "(input.follow_symlinks: true follows it)"
+        )
+    return None
+
+
+# -- text formats --------------------------------------------------------------------------------
+def _text_rows(
+    spark: SparkSession, files: InputFiles, listing: DataFrame, icfg: InputConfig, found: Found
+) -> list[DataFrame]:
+    """Text files in two reads: whole-file formats (a file is a document, so one larger than
+    ``4 * max_doc_chars`` bytes cannot fit and is not read) and record formats (bounded by
+    the ``binaryFile`` length limit only). The length filter is pushed into the scan."""
+    max_len = int(spark.conf.get(_BINARY_MAX_LENGTH, str(2**31 - 1)))
+    # 4 bytes per character at most, plus a byte-order mark
+    fits = min(max_len, 4 * icfg.max_doc_chars + 4)
+    per_file = None if icfg.format == "auto" else icfg.format
+    parse = R.parse_files(per_file, icfg.text_field, icfg.id_field)
+    pieces = []
+    for group, limit in ((R.WHOLE_FILE_FORMATS, fits), (R.RECORD_FORMATS, max_len)):
+        present = [f for f in group if f in found]
+        if not present:
+            continue
+        n_files, n_bytes = (sum(found[f][i] for f in present) for i in (0, 1))
+        read = files.load(spark.read.format("binaryFile"), group)
+        read = read.filter(F.col("length") <= limit).select("path", "content")
+        pieces.append(_packed(spark, read, n_files, n_bytes).mapInPandas(parse, R.PARSED))
+        length = F.col("length")
+        detail = F.when(
+            length > max_len,
+            F.format_string(f"file of %d bytes exceeds {_BINARY_MAX_LENGTH} = {max_len}", length),
+        ).otherwise(
+            F.format_string(
+                f"file of %d bytes, more than input.max_doc_chars = {icfg.max_doc_chars} "
+                "characters at 4 bytes each; not read",
+                length,
+            )
+        )
+        too_big = listing.filter(F.col("fmt").isin(*group) & (length > limit))
+        pieces.append(_file_rejects(too_big, R.OVERSIZED_DOCUMENT, detail))
+    return pieces
+
+
+# -- CSV -----------------------------------------------------------------------------------------
+def _csv_rows(
+    spark: SparkSession,
+    files: InputFiles,
+    listing: DataFrame,
+    icfg: InputConfig,
+    found: tuple[int, int],
+) -> list[DataFrame]:
+    """Every CSV file in one read, each with its own header (RFC 4180 quoting, quoted
+    newlines allowed); files with no row are ``empty_file`` (an empty file never reaches
+    a Spark scan: :func:`input_files` finds those).
+
+    One small action first reads each file's first line and counts its non-blank lines.
+    Then all files are read by position (``_c0``, ``_c1``...) and each row is named by its
+    file's header: a plain read would take one file's header for all of them.
+    """
+    heads, rejects = [], []
+    for r in _csv_headers(spark, files, listing, found):
+        if (r["lines"] or 0) > 1:
+            heads.append(R.csv_file_row(r["path"], r["header"], icfg.text_field, icfg.id_field))
+            continue
+        if r["lines"]:
+            detail = "a header and no rows"
+        else:
+            detail = f"no records in its {r['length']} bytes (blank lines)"
+        rejects.append(R.file_reject(r["path"], "csv", R.EMPTY_FILE, detail))
+    pieces = [spark.createDataFrame(rejects, R.PARSED)] if rejects else []
+    if heads:
+        width = max(len(h[1]) for h in heads)
+        common = Counter(tuple(h[1]) for h in heads).most_common(1)[0][0]
+        cols = R.positional_names(list(common), width)
+        reader = (
+            spark.read.format("csv")
+            .schema(T.StructType([T.StructField(c, T.StringType()) for c in cols]))
+            .option("header", "true")
+            .option("escape", '"')
+            .option("multiLine", "true")
+        )
+        values = _packed(spark, files.load(reader, ("csv",)), *found).select(
+            R.decoded_path(F.col("_metadata.file_path")).alias("source"),
+            F.array(*map(R.column, cols)).alias("values"),
+        )
+        pieces.append(R.csv_rows(values, spark.createDataFrame(heads, R.CSV_FILES)))
+    return pieces
+
+
+def _csv_headers(
+    spark: SparkSession, files: InputFiles, listing: DataFrame, found: tuple[int, int]
+) -> list[Row]:
+    """``path``, ``length``, ``header`` (first line) and ``lines`` (non-blank) per CSV file.
+
+    A file's first line is the one at block start 0 read first (the id order of a task).
+    """
+    lines = _packed(spark, files.load(spark.read.format("text"), ("csv",)), *found).select(
+        R.decoded_path(F.col("_metadata.file_path")).alias("path"),
+        F.col("_metadata.file_block_start").alias("start"),
+        F.monotonically_increasing_id().alias("i"),
+        "value",
+    )
+    per_file = lines.groupBy("path").agg(
+        F.min_by("value", F.when(F.col("start") == 0, F.col("i"))).alias("header"),
+        F.count(F.when(~F.col("value").rlike(R.BLANK_REGEX), 1)).alias("lines"),
+    )
+    csv_files = listing.filter(F.col("fmt") == "csv").select("path", "length")
+    return csv_files.join(per_file, "path", "left").collect()
+
+
+# -- parquet -------------------------------------------------------------------------------------
+def _parquet_rows(
+    spark: SparkSession,
+    files: InputFiles,
+    listing: DataFrame,
+    icfg: InputConfig,
+    found: tuple[int, int],
+) -> list[DataFrame]:
+    """Every parquet file in one read (schemas merged) that skips unreadable files; one
+    small action then finds the files that gave no row, and their footers say why."""
+    reader = (
+        spark.read.format("parquet")
+        .option("mergeSchema", "true")
+        .option("ignoreCorruptFiles", "true")
+    )
+    parquet_files = listing.filter(F.col("fmt") == "parquet").select("path", "length")
+    try:
+        df = files.load(reader, ("parquet",))
+    except AnalysisException:  # no readable footer at all: no schema to infer
+        df = None
+    pieces = []
+    if df is not None:
+        df = _packed(spark, df, *found)
+        source = R.decoded_path(F.col("_metadata.file_path"))
+        pieces.append(R.tabular_rows(df, source, "parquet", icfg.text_field, icfg.id_field))
+        read = df.select(source.alias("path")).distinct()
+        parquet_files = parquet_files.join(read, "path", "left_anti")
+    rejects = [_parquet_reject(spark, r["path"], r["length"]) for r in parquet_files.collect()]
+    if rejects:
+        pieces.append(spark.createDataFrame(rejects, R.PARSED))
+    return pieces
+
+
+def _parquet_reject(spark: SparkSession, path: str, length: int) -> dict:
+    """The quarantine row of a parquet file that gave no row, from its footer."""
+    try:
+        rows = _parquet_row_count(spark, path)
+    except Py4JJavaError as exc:
+        why = str(exc.java_exception.getMessage()).splitlines()[0]
+        detail = f"not a readable parquet file ({length} bytes; truncated or corrupt): {why}"
+        return R.file_reject(path, "parquet", R.CORRUPT_FILE, detail)
+    if rows == 0:
+        return R.file_reject(path, "parquet", R.EMPTY_FILE, "a parquet file with no rows")
+    detail = f"its footer counts {rows} rows, but reading it failed; rerun to retry"
+    return R.file_reject(path, "parquet", R.CORRUPT_FILE, detail)
+
+
+def _parquet_row_count(spark: SparkSession, path: str) -> int:
+    """Rows in a parquet file by its footer, read on the driver through Hadoop."""
+    jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[attr-defined]
+    jfile = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+        jvm.org.apache.hadoop.fs.Path(path), conf
+    )
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(jfile)
+    try:
+        return int(reader.getRecordCount())
+    finally:
+        reader.close()
 
 
 def read_table(spark: SparkSession, name: str) -> DataFrame:
@@ -208,20 +477,15 @@ def _is_delta(spark: SparkSession, path: str) -> bool:
         return False
 
 
-def _file_rejects(files: DataFrame, reason: str, detail) -> DataFrame:
+def _file_rejects(files: DataFrame, reason: str, detail: Column) -> DataFrame:
     """Whole-file quarantine rows (locator ``file``) from listing rows (path, fmt)."""
-    return files.select(
-        F.col("path").alias("source"),
-        F.lit("file").alias("locator"),
-        F.lit(None).cast("string").alias("source_id"),
-        F.lit(None).cast("string").alias("text"),
-        F.col("fmt").alias("format"),
-        F.lit(None).cast("boolean").alias("prechunked"),
-        F.lit(None).cast("array<string>").alias("parts"),
-        F.lit(None).cast("map<string,string>").alias("metadata"),
-        F.lit(reason).alias("reason"),
-        detail.alias("detail"),
-        F.lit(None).cast("string").alias("excerpt"),
+    return R.as_parsed(
+        files,
+        source=F.col("path"),
+        locator=F.lit("file"),
+        format=F.col("fmt"),
+        reason=F.lit(reason),
+        detail=detail,
     )
 
 

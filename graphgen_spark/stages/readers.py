@@ -7,11 +7,15 @@ all formats (empty, oversized), collapses identical documents and MERGEs.
 
 - Text formats (``.jsonl``, ``.json``, ``.txt``, ``.md``) are read as whole files with
   Spark's ``binaryFile`` source and decoded *inside the executors* (:func:`parse_files`
-  through ``mapInPandas``); file contents never reach the driver.
+  through ``mapInPandas``); file contents never reach the driver. UTF-8 (BOM or not), or
+  UTF-16 / UTF-32 with a BOM (:func:`as_utf8`).
 - ``.csv``, ``.parquet`` and Delta / catalog tables use Spark's own readers; a row is a
-  document (:func:`tabular_rows`). Each CSV file is read on its own, with its own header:
-  one Spark read over several CSV files takes the first file's header for all of them and
-  silently misaligns files whose columns are in another order.
+  document (:func:`tabular_rows`, :func:`csv_rows`). All CSV files are read at once, each
+  with its own header: one plain Spark read takes the first file's header for all of them
+  and silently misaligns files whose columns are in another order, so the rows are read by
+  position and named per file (:func:`csv_header`).
+- A whole file that cannot be read (empty, unreadable parquet, a symbolic link leaving the
+  input folder) is one row at locator ``file`` (:func:`file_reject`).
 
 Locators: ``line:N`` (1-based) for jsonl; ``item:I`` / ``item:I/J`` (0-based array indices)
 for json, ``file`` for a whole file (txt/md, or a json file that fails as a whole);
@@ -20,9 +24,12 @@ for json, ``file`` for a whole file (txt/md, or a json file that fails as a whol
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -53,6 +60,14 @@ PARSED = T.StructType(
 )
 PARSED_COLS = [f.name for f in PARSED.fields]
 
+
+def as_parsed(df: DataFrame, **cols: Column) -> DataFrame:
+    """``df`` projected to :data:`PARSED`: the given columns, typed NULLs for the others."""
+    return df.select(
+        *[cols.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in PARSED.fields]
+    )
+
+
 # Quarantine reasons of the ingest stage.
 MALFORMED_JSON = "malformed_json"
 NOT_AN_OBJECT = "not_an_object"
@@ -61,6 +76,9 @@ DECODE_ERROR = "decode_error"
 EMPTY_DOCUMENT = "empty_document"
 OVERSIZED_DOCUMENT = "oversized_document"
 UNSUPPORTED_FORMAT = "unsupported_format"
+EMPTY_FILE = "empty_file"
+CORRUPT_FILE = "corrupt_file"
+UNFOLLOWED_SYMLINK = "unfollowed_symlink"
 REASONS = (
     MALFORMED_JSON,
     NOT_AN_OBJECT,
@@ -69,14 +87,26 @@ REASONS = (
     EMPTY_DOCUMENT,
     OVERSIZED_DOCUMENT,
     UNSUPPORTED_FORMAT,
+    EMPTY_FILE,
+    CORRUPT_FILE,
+    UNFOLLOWED_SYMLINK,
 )
 
 TEXT_FORMATS = ("jsonl", "json", "txt", "md")
+WHOLE_FILE_FORMATS = ("txt", "md")  # one file, one document
+RECORD_FORMATS = ("jsonl", "json")
 TABULAR_FORMATS = ("csv", "parquet")
 FILE_FORMATS = TEXT_FORMATS + TABULAR_FORMATS
 DEFAULT_TEXT_FIELDS = ("content", "text")
 EXCERPT_CHARS = 200
-BOM = b"\xef\xbb\xbf"
+BOM = codecs.BOM_UTF8
+# UTF-32 first: its little-endian BOM starts with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 # Exactly the characters Python's str.isspace() accepts, as a Java regex class, so the
 # Spark-side "empty after strip" check agrees with the chunker's Python str.strip().
@@ -261,8 +291,26 @@ def _bad(src, loc, fmt, reason, detail, excerpt):
     }
 
 
+def file_reject(src: str, fmt: str | None, reason: str, detail: str) -> dict:
+    """A :data:`PARSED` row rejecting a whole file (locator ``file``)."""
+    return _bad(src, "file", fmt, reason, detail, None)
+
+
 def _decode_excerpt(data: bytes) -> str:
     return data[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+
+
+def as_utf8(data: bytes) -> bytes:
+    """UTF-16 or UTF-32 text, told by its byte-order mark, re-encoded as UTF-8 (BOM dropped);
+    any other bytes unchanged. Raises ``UnicodeDecodeError`` on an invalid wide text.
+
+    Without this a UTF-16 file fails as UTF-8 (``0xff`` at position 0), or, with ASCII
+    content, would pass with a NUL between every two characters.
+    """
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            return data.decode(codec).encode("utf-8")
+    return data
 
 
 def parse_jsonl(
@@ -365,18 +413,40 @@ def parse_text_file(src: str, data: bytes, fmt: str) -> Iterator[dict]:
     yield _doc(src, "file", text, fmt, text)
 
 
-def parse_file(
+def _parse_utf8(
     src: str, data: bytes, fmt: str, text_field: str | None, id_field: str | None
 ) -> Iterator[dict]:
     if fmt == "jsonl":
         yield from parse_jsonl(src, data, text_field, id_field)
     elif fmt == "json":
         yield from parse_json(src, data, text_field, id_field)
-    elif fmt in ("txt", "md"):
+    elif fmt in WHOLE_FILE_FORMATS:
         yield from parse_text_file(src, data, fmt)
     else:
         detail = f"cannot read {fmt or 'extension-less'!r} files here"
-        yield _bad(src, "file", fmt, UNSUPPORTED_FORMAT, detail, None)
+        yield file_reject(src, fmt, UNSUPPORTED_FORMAT, detail)
+
+
+def parse_file(
+    src: str, data: bytes, fmt: str, text_field: str | None, id_field: str | None
+) -> Iterator[dict]:
+    """The rows of one file; a file with no record at all is one ``empty_file`` row, so an
+    empty ``.jsonl`` or ``[]`` leaves a trace."""
+    if not data:
+        yield file_reject(src, fmt, EMPTY_FILE, "empty file (0 bytes)")
+        return
+    try:
+        utf8 = as_utf8(data)
+    except UnicodeDecodeError as exc:
+        yield _bad(src, "file", fmt, DECODE_ERROR, exc, _decode_excerpt(data))
+        return
+    empty = True
+    for row in _parse_utf8(src, utf8, fmt, text_field, id_field):
+        empty = False
+        yield row
+    if empty:
+        detail = f"no records in its {len(data)} bytes (blank lines or an empty array)"
+        yield file_reject(src, fmt, EMPTY_FILE, detail)
 
 
 def _guarded(src, data, fmt, text_field, id_field) -> Iterator[dict]:
@@ -386,7 +456,7 @@ def _guarded(src, data, fmt, text_field, id_field) -> Iterator[dict]:
         yield from parse_file(src, data, fmt, text_field, id_field)
     except Exception as exc:  # the quarantine row is the record of the failure
         reason = MALFORMED_JSON if fmt in ("json", "jsonl") else DECODE_ERROR
-        yield _bad(src, "file", fmt, reason, f"{type(exc).__name__}: {exc}", None)
+        yield file_reject(src, fmt, reason, f"{type(exc).__name__}: {exc}")
 
 
 def parse_files(fmt: str | None, text_field: str | None, id_field: str | None):
@@ -432,16 +502,36 @@ _SCALAR_TYPES = (
 )
 
 
-def _col(name: str) -> Column:
+def column(name: str) -> Column:
     """A top-level column by its exact name (dots, spaces or backticks in it are fine)."""
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def _find_column(df: DataFrame, name: str) -> str | None:
-    if name in df.columns:
+def _find_name(names: list[str], name: str) -> str | None:
+    if name in names:
         return name
-    folded = [c for c in df.columns if c.lower() == name.lower()]
+    folded = [c for c in names if c.lower() == name.lower()]
     return folded[0] if folded else None
+
+
+def pick_columns(
+    names: list[str], text_field: str | None, id_field: str | None
+) -> tuple[str | None, str | None, str]:
+    """``(text column, id column, why there is no text column)`` among ``names``.
+
+    The text column is ``text_field`` or the first present of :data:`DEFAULT_TEXT_FIELDS`
+    (case-insensitive when no exact match).
+    """
+    candidates = [text_field] if text_field is not None else list(DEFAULT_TEXT_FIELDS)
+    found = [c for c in (_find_name(names, n) for n in candidates) if c is not None]
+    icol = _find_name(names, id_field) if id_field is not None else None
+    wanted = repr(text_field) if text_field else " or ".join(map(repr, DEFAULT_TEXT_FIELDS))
+    why = f"no text column {wanted} (columns: {', '.join(names) or 'none'})"
+    return (found[0] if found else None), icol, why
+
+
+def _row_locator(source_id: Column, row_json: Column) -> Column:
+    return F.concat(F.lit("row:"), F.coalesce(source_id, h_col(row_json)))
 
 
 def tabular_rows(
@@ -451,7 +541,7 @@ def tabular_rows(
     text_field: str | None,
     id_field: str | None,
 ) -> DataFrame:
-    """Rows of a csv/parquet/table DataFrame as :data:`PARSED` rows (DataFrame ops only).
+    """Rows of a parquet/table DataFrame as :data:`PARSED` rows (DataFrame ops only).
 
     Text comes from ``text_field`` (default: the first present of ``content``, ``text``
     columns); a missing column, a non-string column or a NULL value is ``missing_text``.
@@ -459,47 +549,121 @@ def tabular_rows(
     strings, NULLs left out). The locator is ``row:<id>``, or ``row:<h(row as JSON)>``.
     """
     orig = list(df.columns)
-    row_json = F.to_json(F.struct(*[_col(c) for c in orig]))
-    candidates = [text_field] if text_field is not None else list(DEFAULT_TEXT_FIELDS)
-    found = [c for c in (_find_column(df, n) for n in candidates) if c is not None]
-    tcol = found[0] if found else None
-    icol = _find_column(df, id_field) if id_field is not None else None
+    row_json = F.to_json(F.struct(*[column(c) for c in orig]))
+    tcol, icol, why = pick_columns(orig, text_field, id_field)
     types = {f.name: f.dataType for f in df.schema.fields}
 
     if tcol is None:
-        wanted = repr(text_field) if text_field else " or ".join(map(repr, DEFAULT_TEXT_FIELDS))
-        text = F.lit(None).cast(STR)
+        text = F.lit(None)
         reason = F.lit(MISSING_TEXT)
-        detail = F.lit(f"no text column {wanted} (columns: {', '.join(orig) or 'none'})")
+        detail = F.lit(why)
     elif not isinstance(types[tcol], T.StringType):
-        text = F.lit(None).cast(STR)
+        text = F.lit(None)
         reason = F.lit(MISSING_TEXT)
         detail = F.lit(f"column {tcol!r} is {types[tcol].simpleString()}, not a string")
     else:
-        text = _col(tcol)
+        text = column(tcol)
         reason = F.when(text.isNull(), F.lit(MISSING_TEXT))
         detail = F.when(text.isNull(), F.lit(f"column {tcol!r} is NULL"))
 
-    source_id = _col(icol).cast(STR) if icol else F.lit(None).cast(STR)
+    source_id = column(icol).cast(STR) if icol else F.lit(None).cast(STR)
     meta_cols = [c for c in orig if c not in (tcol, icol) and isinstance(types[c], _SCALAR_TYPES)]
     if meta_cols:
         pairs = []
         for c in meta_cols:
-            pairs += [F.lit(c), _col(c).cast(STR)]
+            pairs += [F.lit(c), column(c).cast(STR)]
         metadata = F.map_filter(F.create_map(*pairs), lambda _k, v: v.isNotNull())
     else:
-        metadata = F.create_map().cast(T.MapType(STR, STR))
-    locator = F.concat(F.lit("row:"), F.coalesce(source_id, h_col(row_json)))
-    return df.select(
-        source.alias("source"),
-        locator.alias("locator"),
-        source_id.alias("source_id"),
-        text.alias("text"),
-        F.lit(fmt).alias("format"),
-        F.lit(False).alias("prechunked"),
-        F.lit(None).cast(T.ArrayType(STR)).alias("parts"),
-        metadata.alias("metadata"),
-        reason.cast(STR).alias("reason"),
-        detail.cast(STR).alias("detail"),
-        F.substring(row_json, 1, EXCERPT_CHARS).alias("excerpt"),
+        metadata = F.create_map()
+    return as_parsed(
+        df,
+        source=source,
+        locator=_row_locator(source_id, row_json),
+        source_id=source_id,
+        text=text,
+        format=F.lit(fmt),
+        prechunked=F.lit(False),
+        metadata=metadata,
+        reason=reason,
+        detail=detail,
+        excerpt=F.substring(row_json, 1, EXCERPT_CHARS),
+    )
+
+
+# -- CSV: one read, a header per file ------------------------------------------------------------
+CSV_FILES = T.StructType(
+    [
+        T.StructField("source", STR),
+        T.StructField("names", T.ArrayType(STR)),
+        T.StructField("tcol", STR),
+        T.StructField("icol", STR),
+        T.StructField("why", STR),
+    ]
+)
+
+
+def csv_header(line: str) -> list[str]:
+    """Column names from a CSV header line, as Spark's CSV reader names them: an empty name
+    is ``_c<i>``, a name repeated (case-insensitively) gets its index appended; names still
+    repeated after that get ``_<i>`` too (Spark would fail on them)."""
+    row = next(csv.reader([line.removeprefix("\ufeff")]), [])
+    counts = Counter(v.lower() for v in row if v)
+    names = [
+        f"_c{i}" if not v else f"{v}{i}" if counts[v.lower()] > 1 else v for i, v in enumerate(row)
+    ]
+    taken = Counter(n.lower() for n in names)
+    return [f"{n}_{i}" if taken[n.lower()] > 1 else n for i, n in enumerate(names)]
+
+
+def positional_names(header: list[str], width: int) -> list[str]:
+    """``width`` distinct column names for reading CSV rows by position: ``header`` (so that
+    files with it pass Spark's header check without a warning), then ``_c<i>``."""
+    names = list(header[:width])
+    taken = {n.lower() for n in names}
+    for i in range(len(names), width):
+        name = f"_c{i}"
+        while name.lower() in taken:
+            name = "_" + name
+        names.append(name)
+        taken.add(name.lower())
+    return names
+
+
+def csv_file_row(
+    source: str, header: str, text_field: str | None, id_field: str | None
+) -> tuple[str, list[str], str | None, str | None, str]:
+    """A :data:`CSV_FILES` row: one file's column names and the columns it takes text and id
+    from."""
+    names = csv_header(header)
+    return (source, names, *pick_columns(names, text_field, id_field))
+
+
+def csv_rows(values: DataFrame, files: DataFrame) -> DataFrame:
+    """CSV records read by position (``source``, ``values`` array) as :data:`PARSED` rows,
+    named by their file's header (``files``, :data:`CSV_FILES`); the same rows, locators and
+    metadata as :func:`tabular_rows` over that file alone."""
+    df = values.join(F.broadcast(files), "source")
+    row = F.map_from_arrays("names", F.slice("values", 1, F.size("names")))
+    present = F.map_filter(row, lambda _k, v: v.isNotNull())
+    tcol, icol = F.col("tcol"), F.col("icol")
+    text = F.element_at(row, tcol)
+    source_id = F.element_at(row, icol)
+    meta = F.map_filter(
+        present,
+        lambda k, _v: F.coalesce(k != tcol, F.lit(True)) & F.coalesce(k != icol, F.lit(True)),
+    )
+    no_text = F.concat(F.lit("column '"), tcol, F.lit("' is NULL"))
+    row_json = F.to_json(present)
+    return as_parsed(
+        df,
+        source=F.col("source"),
+        locator=_row_locator(source_id, row_json),
+        source_id=source_id,
+        text=text,
+        format=F.lit("csv"),
+        prechunked=F.lit(False),
+        metadata=meta,
+        reason=F.when(tcol.isNull() | text.isNull(), F.lit(MISSING_TEXT)),
+        detail=F.when(tcol.isNull(), F.col("why")).when(text.isNull(), no_text),
+        excerpt=F.substring(row_json, 1, EXCERPT_CHARS),
     )
