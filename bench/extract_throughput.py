@@ -193,28 +193,28 @@ def generate_corpus(
 
 # -- client ceiling: the executor's task loop without Spark ------------------------------------
 def _probe_worker(rows: list[dict[str, Any]], spec: Any, start_at: float) -> dict[str, Any]:
-    """One task slot's loop (``executor._stream_programs``) over ``rows``, in its own process."""
+    """One task slot's loop (``runner._stream_programs``) over ``rows``, in its own process."""
     import resource
 
     import pandas as pd
 
-    from graphgen_spark.llm.executor import _send_request, _stream_programs
+    from graphgen_spark.llm.executor import _send_request
+    from graphgen_spark.llm.runner import _stream_programs
 
     pdf = pd.DataFrame(rows)
     while time.time() < start_at:
         time.sleep(0.005)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
-    outs = [
-        o for batch in _stream_programs(pdf, spec, _send_request, "request_id", {}) for o in batch
-    ]
-    out = pd.DataFrame([c for o in outs for c in o["calls"]])
+    stats: dict[str, float] = {}
+    for _ in _stream_programs(pdf, spec, _send_request, "request_id", stats):
+        pass
     t1 = time.time()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return {
-        "requests": len(out),
-        "ok": int((out["status"] == "ok").sum()),
+        "requests": int(stats.get("sent", 0)),
+        "ok": int(stats.get("ok", 0)),
         "start": t0,
         "end": t1,
         "cpu_s": cpu,
@@ -234,14 +234,14 @@ def client_probe(
 
     from graphgen_spark.llm.client import RetryPolicy
     from graphgen_spark.llm.endpoints import resolve_endpoint
-    from graphgen_spark.llm.executor import _TaskSpec
     from graphgen_spark.llm.limits import TaskLimits
     from graphgen_spark.llm.requests import REQUEST_SCHEMA
+    from graphgen_spark.llm.runner import TaskSpec
 
     slots = 2
     ep = cfg.llm.synthesizer
     limits = TaskLimits.share(slots, cfg.llm.concurrency_per_task, ep.max_concurrency, None, None)
-    spec = _TaskSpec(
+    spec = TaskSpec(
         {"synthesizer": resolve_endpoint(cfg, "synthesizer")},
         {"synthesizer": limits},
         RetryPolicy(),

@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from graphgen_spark.config import MODES, ROOT, Config, ConfigError, load_config
+from graphgen_spark.errors import ANTICIPATED, BudgetExceeded
 from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
 
 log = logging.getLogger("graphgen_spark")
+# the run finished but some requests are not done (failed, invalid or over the budget)
+EXIT_REQUESTS_LEFT = 3
 
 
 def _setup_logging() -> None:
@@ -45,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from graphgen_spark.pipeline import run_pipeline, select_stages
 
     cfg = _load(args.config)
+    if args.retry_given_up:
+        cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"retry_given_up": True})})
     stages = select_stages(args.stages)
     if args.dry_run:
         from graphgen_spark.dryrun import render
@@ -53,8 +58,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render(cfg, dry_run(cfg, args.input, args.output, stages, master=args.master)))
         return 0
     run_id = run_pipeline(cfg, args.input, args.output, stages, master=args.master)
-    print(f"run {run_id} finished: tables under {Path(args.output) / 'tables'}")
+    left = _requests_left(cfg, args.output, run_id, args.master)
+    where = f"tables under {Path(args.output) / 'tables'}"
+    if left:
+        per_stage = ", ".join(f"{stage} {n}" for stage, n in sorted(left.items()))
+        print(
+            f"run {run_id} finished with {sum(left.values())} request(s) not done "
+            f"({per_stage}): rerun the same command to retry them; {where}"
+        )
+        return EXIT_REQUESTS_LEFT
+    print(f"run {run_id} finished: every request done; {where}")
     return 0
+
+
+def _requests_left(cfg: Config, output: str, run_id: str, master: str | None) -> dict[str, int]:
+    from graphgen_spark.llm.ledger import Ledger
+    from graphgen_spark.session import build_session
+    from graphgen_spark.tables import Tables
+
+    spark = build_session(cfg, master)
+    tables = Tables(spark, output, cfg.tables.catalog, cfg.tables.db_schema)
+    return Ledger(spark, tables, run_id, log).left_by_stage(run_id)
 
 
 @contextlib.contextmanager
@@ -215,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=False, help="file, folder or table to ingest")
     run.add_argument("--output", required=True, help="output folder (tables/, export/, report/)")
     run.add_argument("--stages", help="comma-separated subset, e.g. ingest,chunk")
+    run.add_argument(
+        "--retry-given-up",
+        action="store_true",
+        help="send again the requests given up after llm.give_up_after attempts",
+    )
     run.add_argument("--master", help="override spark.master (spark-submit sets it itself)")
     run.add_argument(
         "--dry-run",
@@ -274,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {scrub(str(exc))}", file=sys.stderr)
         return 2
+    except ANTICIPATED as exc:
+        # anticipated: the message says what happened and what to do, no traceback
+        print(f"{type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
+        return EXIT_REQUESTS_LEFT if isinstance(exc, BudgetExceeded) else 4
     except Exception:
         # the traceback Python would print, without the keys (a gateway may echo one)
         print(scrub(traceback.format_exc()), file=sys.stderr, end="")

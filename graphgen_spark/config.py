@@ -41,6 +41,11 @@ class RunConfig(_Section):
     name: str = "graphgen"
     max_tokens: int | None = Field(None, ge=1, description="stop new LLM calls past this total")
     max_cost: float | None = Field(None, gt=0, description="stop new LLM calls past this cost")
+    # what the limits are held against: every call this output's ledger records (reruns
+    # and scheduler retries included), or only the calls of one invocation
+    budget_scope: Literal["output", "invocation"] = "output"
+    # one run at a time per output: a run whose lease went unrenewed this long is dead
+    lease_ttl_s: float = Field(120.0, gt=0)
 
 
 class SparkConfig(_Section):
@@ -117,6 +122,10 @@ class LLMConfig(_Section):
     trainee: EndpointConfig = Field(default_factory=EndpointConfig)
     concurrency_per_task: int = Field(16, ge=1)
     max_retries: int = Field(5, ge=0)
+    # a request still not answered ok after this many attempts, over all runs, is given up
+    # (status gave_up, with its last error); `run --retry-given-up` tries them again
+    give_up_after: int = Field(20, ge=1)
+    retry_given_up: bool = False
     backoff_min_s: float = Field(4.0, ge=0)
     backoff_max_s: float = Field(10.0, ge=0)
     repair_attempts: int = Field(1, ge=0)
@@ -428,6 +437,14 @@ class Config(_Section):
             raise ValueError(
                 f"partition.sampling={self.partition.sampling!r} needs gap scores but "
                 "gap_scoring is off; allowed with gap_scoring off: 'random' (or leave it unset)"
+            )
+        if self.run.max_cost is not None and not any(
+            ep.price_prompt_per_1m or ep.price_completion_per_1m
+            for ep in (self.llm.synthesizer, self.llm.trainee)
+        ):
+            raise ValueError(
+                "run.max_cost is set but no price is: set llm.synthesizer.price_prompt_per_1m / "
+                "price_completion_per_1m (and the trainee's), or use run.max_tokens"
             )
         uses_anchor = "anchor_bfs" in self.generate.methods.values()
         if uses_anchor and not (self.partition.anchor.type or self.partition.anchor.ids):

@@ -19,6 +19,8 @@ from pyspark.sql import Row, SparkSession
 
 from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.ids import h
+from graphgen_spark.lease import Lease
+from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
 from graphgen_spark.stages.base import StageContext, StageResult
@@ -91,8 +93,15 @@ def run_pipeline(
         "error": None,
         "stage_stats": [],
     }
-    _write_run(tables, run)
-    ctx = StageContext(spark, cfg, tables, run_id, str(input_path) if input_path else None, log)
+    with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
+        LLMExecutor(StageContext(spark, cfg, tables, run_id, None, log)).recover()
+        _write_run(tables, run)
+        _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)
+    return run_id
+
+
+def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
+    spark, tables, run_id, stages = ctx.spark, ctx.tables, ctx.run_id, run["stages"]
     log.info("run %s: stages %s -> %s", run_id[:12], ",".join(stages), tables.location("*"))
     try:
         for name in stages:
@@ -129,7 +138,6 @@ def run_pipeline(
         run["finished_at"] = _now()
         _write_run(tables, run)
         _report(cfg, tables, run_id)
-    return run_id
 
 
 def _report(cfg: Config, tables: Tables, run_id: str) -> None:

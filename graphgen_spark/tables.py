@@ -7,13 +7,21 @@ return Delta's own operation metrics so stages can report what they changed.
 
 from __future__ import annotations
 
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from graphgen_spark.errors import WriteConflict
 
 STR, LONG, INT, DBL, BOOL = (
     T.StringType(),
@@ -201,6 +209,7 @@ SCHEMAS: dict[str, T.StructType] = {
         ("loss", DBL),
         ("status", STR),
         ("request_id", STR),
+        ("reason", STR),  # why a reply gave no verdict (e.g. a non-finite logprob)
     ),
     "gap_scores": _schema(
         ("element_id", STR),
@@ -362,6 +371,61 @@ class MergeResult:
     deleted: int = 0
 
 
+T_ = TypeVar("T_")
+_log = logging.getLogger("graphgen_spark")
+# Delta's optimistic-concurrency failures: another writer committed first
+_CONFLICTS = (
+    "ConcurrentAppendException",
+    "ConcurrentDeleteReadException",
+    "ConcurrentDeleteDeleteException",
+    "ConcurrentTransactionException",
+    "MetadataChangedException",
+    "ProtocolChangedException",
+    "DELTA_CONCURRENT_",
+)
+
+
+def retry_conflicts(table: str, write: Callable[[], T_], attempts: int = 10) -> T_:
+    """Run ``write``, repeating it when a concurrent commit made Delta reject it.
+
+    Only for idempotent writes (a keyed MERGE): repeating one after the other writer's
+    commit gives the same table as running it after that commit in the first place.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if not any(c in text for c in _CONFLICTS):
+                raise
+            if attempt == attempts - 1:
+                raise WriteConflict(
+                    f"{table}: the write conflicted {attempts} times with another writer's "
+                    "commits (Delta optimistic concurrency); another job is writing this table "
+                    f"at the same time. First line of the last conflict: {text.splitlines()[0]}"
+                ) from exc
+            _log.warning(
+                "%s: write conflict with another writer (%s); retrying (%d/%d)",
+                table,
+                text.splitlines()[0][:160],
+                attempt + 1,
+                attempts - 1,
+            )
+            time.sleep(min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
+def _conflicts_retried(write: Callable[..., T_]) -> Callable[..., T_]:
+    """A ``Tables`` write on table ``name``, retried on a Delta write conflict (every
+    write it decorates is a keyed MERGE, safe to repeat; see :func:`retry_conflicts`)."""
+
+    @functools.wraps(write)
+    def retried(self: Tables, name: str, *args: Any, **kwargs: Any) -> T_:
+        return retry_conflicts(self.location(name), lambda: write(self, name, *args, **kwargs))
+
+    return retried
+
+
 class Tables:
     """Access to the run's Delta tables: path resolution, reads, keyed MERGEs."""
 
@@ -441,6 +505,7 @@ class Tables:
         return self.spark.read.format("delta").load(loc)
 
     # -- writes ----------------------------------------------------------------------------
+    @_conflicts_retried
     def merge(
         self,
         name: str,
@@ -491,6 +556,7 @@ class Tables:
         # a MERGE that changes nothing commits no version: then there is nothing to report
         return self.last_merge(name) if self.version(name) > before else MergeResult()
 
+    @_conflicts_retried
     def delete_keys(self, name: str, keys: DataFrame) -> int:
         """Delete the rows whose key is in ``keys``; returns how many."""
         if not self.exists(name):

@@ -1,16 +1,39 @@
-"""Per-task rate limiting: endpoint-wide limits shared out across Spark task slots.
+"""Endpoint-wide limits shared out across the Spark tasks that run LLM work at once.
 
-Each executor task runs its own asyncio loop, so an endpoint-wide limit (RPM, TPM, max
-concurrency) is divided by the number of task slots; every task then enforces its share
-locally, with no coordination traffic between executors.
+Each executor task runs its own asyncio loop, so an endpoint-wide limit is divided among
+the tasks that can run at once and every task enforces its share locally, with no
+coordination traffic between executors. Shares round *down*: the sum over tasks never
+exceeds the cap. A cap below the number of task slots runs fewer tasks (one request in
+flight each) and one wave at a time, since two waves' tasks would otherwise share the
+slots. Rate buckets start empty and hold one request at most, so the requests in any
+60 s window stay within ``rpm`` plus one per task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """How many tasks a wave runs, how many waves may run at once, and so how many tasks
+    can hold requests at the same moment (never more than the task slots)."""
+
+    tasks_per_wave: int
+    waves_in_flight: int
+    concurrent_tasks: int
+
+    @classmethod
+    def for_caps(cls, slots: int, caps: list[int | None], waves: int = 2) -> TaskLayout:
+        """A wave per ``slots`` tasks, ``waves`` at once, unless an endpoint's cap is below
+        the slots: then ``cap`` tasks and one wave, one request in flight per task."""
+        slots = max(1, slots)
+        cap = min((c for c in caps if c), default=None)
+        if cap is not None and cap < slots:
+            return cls(tasks_per_wave=cap, waves_in_flight=1, concurrent_tasks=cap)
+        return cls(tasks_per_wave=slots, waves_in_flight=waves, concurrent_tasks=slots)
 
 
 @dataclass(frozen=True)
@@ -22,31 +45,33 @@ class TaskLimits:
     @classmethod
     def share(
         cls,
-        slots: int,
+        tasks: int,
         concurrency_per_task: int,
         max_concurrency: int | None,
         rpm: int | None,
         tpm: int | None,
     ) -> TaskLimits:
-        slots = max(1, slots)
+        """One task's share when ``tasks`` tasks run at once (see :class:`TaskLayout`)."""
+        tasks = max(1, tasks)
         conc = concurrency_per_task
         if max_concurrency:
-            conc = max(1, math.ceil(max_concurrency / slots))
+            conc = max(1, min(conc, max_concurrency // tasks))
         return cls(
             concurrency=conc,
-            rpm=rpm / slots if rpm else None,
-            tpm=tpm / slots if tpm else None,
+            rpm=rpm / tasks if rpm else None,
+            tpm=tpm / tasks if tpm else None,
         )
 
 
 class _Bucket:
-    """Token bucket refilled continuously at ``per_minute``; a request larger than the
-    bucket waits for a full bucket and then drives it negative (so huge prompts still run)."""
+    """Token bucket refilled continuously at ``per_minute``, starting empty; a request
+    larger than the bucket waits for a full bucket and then drives it negative (so huge
+    prompts still run)."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(self, per_minute: float, capacity: float) -> None:
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)  # at most one second of burst
-        self.level = self.capacity
+        self.capacity = capacity
+        self.level = 0.0
         self.stamp = time.monotonic()
 
     async def take(self, amount: float) -> None:
@@ -66,8 +91,9 @@ class TaskLimiter:
 
     def __init__(self, limits: TaskLimits) -> None:
         self.sem = asyncio.Semaphore(limits.concurrency)
-        self.rpm = _Bucket(limits.rpm) if limits.rpm else None
-        self.tpm = _Bucket(limits.tpm) if limits.tpm else None
+        # one request of burst: a new task (every wave starts new ones) adds at most one
+        self.rpm = _Bucket(limits.rpm, 1.0) if limits.rpm else None
+        self.tpm = _Bucket(limits.tpm, max(1.0, limits.tpm / 60.0)) if limits.tpm else None
 
     async def __aenter__(self) -> TaskLimiter:
         await self.sem.acquire()
@@ -82,3 +108,10 @@ class TaskLimiter:
             await self.rpm.take(1)
         if self.tpm:
             await self.tpm.take(est_tokens)
+
+
+def estimate_tokens(messages: list[dict], max_tokens: int) -> int:
+    """A request's tokens before it is sent: about 3 characters a token plus the most it
+    may generate (an upper bound for budgets and TPM buckets at usual tokenizers)."""
+    chars = sum(len(str(m.get("content") or "")) for m in messages)
+    return chars // 3 + max_tokens

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pyspark.sql import DataFrame, SparkSession
 
 from graphgen_spark.config import Config
+from graphgen_spark.llm.work import ExecutionSummary
 from graphgen_spark.tables import Tables
 
 
@@ -35,6 +36,12 @@ class StageResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+
+    @classmethod
+    def of_llm(cls, summary: ExecutionSummary, prefix: str = "llm") -> StageResult:
+        return cls(
+            summary.counts(prefix), summary.prompt_tokens, summary.completion_tokens, summary.cost
+        )
 
     def add(self, other: StageResult) -> StageResult:
         for k, v in other.counts.items():

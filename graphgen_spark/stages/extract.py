@@ -374,7 +374,7 @@ class _Extractor:
                         outputs_path=f"{self.scratch.path}/outcomes{attempt}",
                     )
                     summary, outcomes = self.llm.converse(texts, work)
-                    self.result.add(summary.to_result())
+                    self.result.add(StageResult.of_llm(summary))
                     self._record(outcomes)
                     ctx.log.info("extract: attempt %d recorded in extractions", attempt + 1)
                     texts = texts.join(

@@ -26,7 +26,7 @@ from graphgen_spark.evaluate.near_dup import near_duplicate_clusters
 from graphgen_spark.generate.programs import STAGE, calls_per_unit, make_program
 from graphgen_spark.ids import h, h_col, rr
 from graphgen_spark.language import main_language
-from graphgen_spark.llm.executor import LLMExecutor
+from graphgen_spark.llm.executor import LLMExecutor, LLMWork
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.stages.partition import config_hash, method_for
@@ -295,16 +295,18 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
     todo = pending_units(ctx, mode, ok_units)
     counts = {f"{mode}_batches": batches.count(), f"{mode}_units": units.count()}
     llm = LLMExecutor(ctx)
-    summary, outcomes = llm.converse(
-        todo.select(*UNIT_SCHEMA.fieldNames()),
-        make_program(cfg, mode),
-        OUTCOME_SCHEMA,
+    work = LLMWork(
         STAGE,
+        make_program(cfg, mode),
         "unit_id",
-        calls_per_unit(mode, n_items(cfg, mode) if cfg.generate.qa_check else 0),
-        f"{scratch.path}/outcomes-{mode}",
+        OUTCOME_SCHEMA,
+        roles=("synthesizer",),
+        calls_per_row=calls_per_unit(mode, n_items(cfg, mode) if cfg.generate.qa_check else 0),
+        unit="conversations",
+        outputs_path=f"{scratch.path}/outcomes-{mode}",
     )
-    result = summary.to_result(prefix=f"{mode}_llm")
+    summary, outcomes = llm.converse(todo.select(*UNIT_SCHEMA.fieldNames()), work)
+    result = StageResult.of_llm(summary, prefix=f"{mode}_llm")
     done = outcomes.join(
         units.select("unit_id", "batch_id", "part", "language", "question_style"), "unit_id"
     )

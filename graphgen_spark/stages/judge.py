@@ -243,7 +243,7 @@ def run(ctx: StageContext) -> StageResult:
         summary = llm.execute(
             reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE, probe=logprobs_probe(cfg)
         )
-        result.add(summary.to_result())
+        result.add(StageResult.of_llm(summary))
         answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
         judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
         res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")

@@ -198,7 +198,7 @@ class _Merger:
 
             reqs = self.materialise(work.mapInPandas(build, SUMMARY_REQUEST))
             s = self.llm.execute(reqs.drop("id", "group"), STAGE)
-            self.result.add(s.to_result())
+            self.result.add(StageResult.of_llm(s))
             answers = self.llm.results(reqs).select(
                 "id", "group", "status", F.get_json_object("parsed", "$.description").alias("text")
             )

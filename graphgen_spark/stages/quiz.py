@@ -179,7 +179,8 @@ def run(ctx: StageContext) -> StageResult:
             break
         last = attempt == cfg.quiz.max_attempts - 1
         reqs = todo.mapInPandas(_requests_fn(cfg, attempt), ELEMENT_REQUEST).localCheckpoint()
-        result.add(llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE).to_result())
+        summary = llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE)
+        result.add(StageResult.of_llm(summary))
         answers = llm.results(reqs)
         valid = answers.mapInPandas(_validate_fn(cfg, last), VALIDATED).localCheckpoint()
         written += tables.merge("statements", valid.drop("complete")).inserted

@@ -67,6 +67,8 @@ class StandinApp:
         self.recent: deque[Any] = deque(maxlen=_RECENT)
         self._latency_s = options.latency_ms / 1000.0
         self._slots: SlotPool | None = None  # created on the serving loop
+        # cleared by hold(): answers wait before they are sent (see StandinServer.hold)
+        self.gate: asyncio.Event | None = None
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -95,6 +97,7 @@ class StandinApp:
         arrival = loop.time()
         stats = self.stats
         stats.requests_total += 1
+        stats.arrivals.append(arrival)
         body: Any = None
         try:
             body = json.loads(await request.read())
@@ -126,6 +129,8 @@ class StandinApp:
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if self.gate is not None:
+                await self.gate.wait()
             if fault is not None and fault not in flt.CONTENT_FAULTS:
                 ok_body = resp.body if isinstance(resp.body, bytes) else b""
                 fault_resp = await flt.fault_response(fault, request, self.options, ok_body)
@@ -331,6 +336,23 @@ class StandinServer:
     def reset_stats(self) -> None:
         """Same as ``POST /stats/reset``: zero counters and restart fault sequences."""
         self._on_loop(self.app.reset)
+
+    def hold(self) -> None:
+        """Keep every answer from now on until :meth:`release`: the requests in flight are
+        then exactly those a client is still waiting for (a crash test's measure)."""
+
+        def close() -> None:
+            self.app.gate = asyncio.Event()
+
+        self._on_loop(close)
+
+    def release(self) -> None:
+        def open_() -> None:
+            if self.app.gate is not None:
+                self.app.gate.set()
+            self.app.gate = None
+
+        self._on_loop(open_)
 
     def __enter__(self) -> StandinServer:
         self.start()

@@ -6,9 +6,11 @@ threads are marshalled onto that loop by the server, so no lock is needed.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
+
+_ARRIVALS = 200_000
 
 
 @dataclass
@@ -23,6 +25,18 @@ class Stats:
     faults_by_kind: Counter[str] = field(default_factory=Counter)
     by_model: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
+    # arrival times (event-loop clock) of the last _ARRIVALS requests: rate limits are
+    # checked at the endpoint as the most requests in any window
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=_ARRIVALS))
+
+    def busiest(self, window_s: float) -> int:
+        """The most requests that arrived within any ``window_s`` seconds."""
+        times, most, lo = list(self.arrivals), 0, 0
+        for hi, t in enumerate(times):
+            while t - times[lo] >= window_s:
+                lo += 1
+            most = max(most, hi - lo + 1)
+        return most
 
     def enter_queue(self) -> None:
         self.queued += 1
@@ -40,6 +54,7 @@ class Stats:
         self.faults_by_kind.clear()
         self.by_model.clear()
         self.by_status.clear()
+        self.arrivals.clear()
 
     def snapshot(self, distinct_bodies: int) -> dict[str, Any]:
         return {
@@ -50,6 +65,8 @@ class Stats:
             "faults_total": sum(self.faults_by_kind.values()),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "busiest_60s": self.busiest(60.0),
+            "busiest_10s": self.busiest(10.0),
             "queued": self.queued,
             "max_queued": self.max_queued,
             "distinct_bodies": distinct_bodies,
