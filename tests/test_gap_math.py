@@ -7,7 +7,15 @@ import math
 import pytest
 
 from graphgen_spark.gap.calibration import bin_index, calibrate
-from graphgen_spark.gap.verdict import normalise_token, read_verdict, statement_loss
+from graphgen_spark.gap.verdict import (
+    BadLogprobs,
+    checked_logprob,
+    first_top_logprobs,
+    normalise_token,
+    read_verdict,
+    statement_loss,
+)
+from graphgen_spark.stages.judge import judge_reply
 
 
 @pytest.mark.parametrize(
@@ -71,3 +79,50 @@ def test_ece_mce_brier_by_hand():
     )
     counts = {b.k: b.count for b in cal.bins if b.count}
     assert counts == {6: 1, 8: 1, 9: 2}
+
+
+# -- logprobs that are not log-probabilities ---------------------------------------------------
+@pytest.mark.parametrize(
+    "bad", [math.inf, math.nan, 800.0, 709.8, 1e308, 0.01, "NaN?", None, [1], {"x": 1}]
+)
+def test_a_candidate_that_is_not_a_logprob_makes_the_position_unreadable(bad):
+    top = [{"token": "Yes", "logprob": math.log(0.9)}, {"token": "No", "logprob": bad}]
+    with pytest.raises(BadLogprobs, match="logprob"):
+        read_verdict(top)
+
+
+def test_minus_infinity_and_rounding_above_zero_are_probabilities():
+    v = read_verdict([{"token": "Yes", "logprob": 5e-5}, {"token": "No", "logprob": -math.inf}])
+    assert (v.yes_mass, v.no_mass, v.p_yes) == (1.0, 0.0, 1.0)
+    assert read_verdict([{"token": "No", "logprob": -1e308}]).verdict_mass == 0.0
+    assert checked_logprob("-0.5") == -0.5  # a numeric string is still a number
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["", "not json", "[]", "{}", '[{"token": "Yes"}]', '[{"top_logprobs": 3}]', "[5]", "null"],
+)
+def test_malformed_stored_logprobs_are_named(stored):
+    with pytest.raises(BadLogprobs, match="malformed logprobs"):
+        first_top_logprobs(stored)
+
+
+def test_judge_reply_records_a_no_verdict_never_a_nan_loss():
+    yes, no = frozenset({"yes"}), frozenset({"no"})
+    reply = {"status": "ok", "label": "yes"}
+    for lp in ("Infinity", "NaN", "800"):
+        got = judge_reply(
+            {**reply, "logprobs": f'[{{"top_logprobs": [{{"token": "Yes", "logprob": {lp}}}]}}]'},
+            yes,
+            no,
+            1e-6,
+        )
+        assert got["status"] == "no_verdict" and got["reason"].startswith("bad_logprobs:")
+        assert "loss" not in got
+    fine = '[{"top_logprobs": [{"token": "No", "logprob": -0.105}]}]'
+    got = judge_reply({**reply, "logprobs": fine}, yes, no, 1e-6)
+    assert got["status"] == "ok" and got["loss"] == pytest.approx(-math.log(1e-6))
+    assert judge_reply({**reply, "logprobs": "[]"}, yes, no, 1e-6)["status"] == "no_verdict"
+    assert judge_reply({**reply, "status": "failed", "logprobs": None}, yes, no, 1e-6) == {
+        "status": "failed"
+    }

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 from pyspark.sql import Row
+from test_partition import locally_checkpointed
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.gap.calibration import calibrate
 from graphgen_spark.ids import h
+from graphgen_spark.llm.client import RetryPolicy
 from graphgen_spark.stages.base import StageContext
 from graphgen_spark.stages.judge import run as judge_run
 from graphgen_spark.stages.quiz import run as quiz_run
 from graphgen_spark.standin import StandinOptions, StandinServer
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, Tables
 
 ln = math.log
 ELEMENTS = {
@@ -130,8 +133,6 @@ def ctx(spark, tables, url, trainee="trainee-a", **extra):
 
 @pytest.fixture(scope="module")
 def scored(spark, tmp_path_factory):
-    from graphgen_spark.tables import Tables
-
     tmp = tmp_path_factory.mktemp("gap")
     tables = Tables(spark, tmp / "out")
     graph(spark, tables)
@@ -141,7 +142,9 @@ def scored(spark, tmp_path_factory):
     rules += [{"match": m, "top_logprobs": top, "model": "trainee-b"} for m, top in SCRIPT_B]
     script.write_text(json.dumps({"rules": rules}))
     with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
+        before = locally_checkpointed(spark)
         quiz = quiz_run(ctx(spark, tables, server.base_url))
+        shutil.copytree(tmp / "out", tmp / "quizzed")  # for the hostile trainee below
         judge_a = judge_run(
             ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})
         )
@@ -152,7 +155,10 @@ def scored(spark, tmp_path_factory):
         )
         calls_again = server.stats()["requests_total"]
         judge_b = judge_run(ctx(spark, tables, server.base_url, trainee="trainee-b"))
+        checkpointed = locally_checkpointed(spark) - before
     return {
+        "quizzed": tmp / "quizzed",
+        "checkpointed": checkpointed,
         "tables": tables,
         "quiz": quiz,
         "judge_a": judge_a,
@@ -265,10 +271,12 @@ def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
             judge_run(ctx(spark, tables, server.base_url))
         assert server.base_url in str(err.value) and "trainee-a" in str(err.value)
         assert tables.read("judgements").count() == 0
-        # the first statement went alone and nothing else was sent; its call is recorded
+        # the first statement went alone (resent as the same request before it counts as
+        # no_logprobs) and nothing else was sent; its call is recorded
         sent = tables.read("llm_calls").filter("stage = 'judge'").collect()
         assert [(c["status"], c["error_kind"]) for c in sent] == [("failed", "no_logprobs")]
-        assert server.stats()["requests_total"] - quiz_calls == 1
+        resends = RetryPolicy().same_request_retries
+        assert server.stats()["requests_total"] - quiz_calls == 1 + resends
         off = judge_run(ctx(spark, tables, server.base_url, gap_scoring="off"))
         assert off.counts == {"gap_scoring_off": 1}
 
@@ -294,3 +302,56 @@ def test_reliability_diagram_and_before_after_comparison(scored):
     assert rows["entity"]["ece_after"] == pytest.approx(cal[("trainee-b", "entity")])
     text = format_comparison(list(rows.values()), "trainee-a", "trainee-b")
     assert "trainee-a  ->  trainee-b" in text and "relation" in text
+
+
+def test_quiz_and_judge_keep_nothing_as_local_checkpoints(scored):
+    # localCheckpoint blocks die with their executor; the stages write to their scratch
+    assert scored["checkpointed"] == set()
+
+
+# the trainee's logprobs are not log-probabilities: +inf, NaN, 800 (exp overflows), a string
+SCRIPT_C = [
+    ("Statement: It is not the case that", [["No", math.inf], ["Yes", ln(0.2)]]),
+    ("Statement: It is false that", [["No", math.nan]]),
+    ("Statement: In other words", [["Yes", 800.0], ["No", ln(0.1)]]),
+    ("Statement:", [["Yes", ln(0.6)], ["No", -math.inf]]),  # -inf is P = 0: a fine verdict
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(spark, scored, tmp_path_factory):
+    tables = Tables(spark, scored["quizzed"])
+    script = write_script(tmp_path_factory.mktemp("hostile") / "rules.json", SCRIPT_C)
+    with StandinServer(StandinOptions(script=script), announce=False) as server:
+        result = judge_run(ctx(spark, tables, server.base_url, trainee="trainee-c"))
+    return tables, result
+
+
+def test_non_finite_and_huge_logprobs_give_a_recorded_no_verdict(hostile):
+    tables, result = hostile
+    judged = [r for r in tables.read("judgements").collect() if r["trainee_model"] == "trainee-c"]
+    assert len(judged) == 12 and result.counts["judgements_written"] == 12
+    bad = [r for r in judged if r["status"] != "ok"]
+    assert len(bad) == 9 and {r["status"] for r in bad} == {"no_verdict"}
+    for r in bad:
+        assert (
+            r["reason"].startswith("bad_logprobs: logprob")
+            and "not a log-probability" in r["reason"]
+        )
+        assert r["loss"] is None and r["p_yes"] is None and r["yes_mass"] is None
+    reasons = " ".join(r["reason"] for r in bad)
+    assert "inf" in reasons and "nan" in reasons and "800.0" in reasons
+    ok = [r for r in judged if r["status"] == "ok"]
+    assert {r["p_yes"] for r in ok} == {1.0} and all(r["reason"] is None for r in ok)
+    # the gap scores stay finite: one usable statement per element
+    scores = [r for r in tables.read("gap_scores").collect() if r["trainee_model"] == "trainee-c"]
+    assert len(scores) == 3
+    for r in scores:
+        assert math.isfinite(r["loss"]) and r["loss"] == pytest.approx(0.0, abs=1e-12)
+        assert (r["n_ok"], r["n_total"], r["status"]) == (1, 4, "ok")
+    cal = next(
+        r
+        for r in tables.read("calibration").collect()
+        if (r["trainee_model"], r["scope"]) == ("trainee-c", "all")
+    )
+    assert (cal["n"], cal["n_no_verdict"]) == (3, 9) and math.isfinite(cal["ece"])

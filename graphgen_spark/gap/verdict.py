@@ -5,10 +5,14 @@ SentencePiece/BPE word markers, whitespace and surrounding punctuation stripped,
 and looked up in English and Chinese synonym lists, so "Yes", " yes", "YES." and "是" all
 count as yes. p_yes = Y / (Y + N) over the yes and no masses only; the loss of a statement
 is −ln max(P(label), ε). No verdict mass at all is ``no_verdict``, never a default loss.
+A reply whose logprobs are not log-probabilities (NaN, +inf, a value above 0, a missing
+or non-numeric field, no first position) raises :class:`BadLogprobs`: the judge records it
+as ``no_verdict`` with the reason, never an overflow or a NaN loss.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -84,16 +88,47 @@ class Verdict:
         return self.yes_mass / self.verdict_mass if self.ok else None
 
 
+# servers round: a logprob a hair above 0 is P = 1; anything more is not a probability
+LOGPROB_TOLERANCE = 1e-4
+
+
+class BadLogprobs(ValueError):
+    """The reply's logprobs cannot be read as log-probabilities."""
+
+
+def checked_logprob(value: object) -> float:
+    """``value`` as a logprob ≤ 0 (``-inf`` is P = 0), or :class:`BadLogprobs` saying why."""
+    try:
+        lp = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadLogprobs(f"logprob is not a number: {str(value)[:40]!r}") from None
+    if math.isnan(lp) or lp > LOGPROB_TOLERANCE:
+        raise BadLogprobs(f"logprob {lp!r} is not a log-probability (NaN or above 0)")
+    return min(lp, 0.0)
+
+
+def first_top_logprobs(logprobs_json: str) -> list[dict]:
+    """The top-k candidates of the first generated position of a stored logprobs reply."""
+    try:
+        top = json.loads(logprobs_json)[0]["top_logprobs"]
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise BadLogprobs(f"malformed logprobs: {type(exc).__name__}") from None
+    if not isinstance(top, list) or not all(isinstance(c, dict) for c in top):
+        raise BadLogprobs("malformed logprobs: top_logprobs is not a list of candidates")
+    return top
+
+
 def read_verdict(
     top_logprobs: list[dict],
     yes_words: frozenset[str] = YES_WORDS,
     no_words: frozenset[str] = NO_WORDS,
 ) -> Verdict:
-    """Yes and no probability masses over all top-k candidates of one position."""
+    """Yes and no probability masses over all top-k candidates of one position; one
+    candidate that is not a log-probability makes the whole position unreadable."""
     yes = no = 0.0
     for cand in top_logprobs:
         word = normalise_token(str(cand.get("token", "")))
-        p = math.exp(float(cand["logprob"]))
+        p = math.exp(checked_logprob(cand.get("logprob")))
         if word in yes_words:
             yes += p
         elif word in no_words:

@@ -10,7 +10,6 @@ statement, sent alone before any other — never a silent constant loss.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pandas as pd
@@ -23,6 +22,8 @@ from graphgen_spark.gap.calibration import Bin
 from graphgen_spark.gap.verdict import (
     NO_WORDS,
     YES_WORDS,
+    BadLogprobs,
+    first_top_logprobs,
     normalise_token,
     read_verdict,
     statement_loss,
@@ -32,7 +33,7 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import judge_messages
 from graphgen_spark.report.reliability import reliability_png
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
 STAGE = "judge"
@@ -98,33 +99,37 @@ def _verdict_fn(cfg: Config, trainee_model: str):
                     top_k=k,
                     request_id=r["request_id"],
                 )
-                if r["status"] != "ok" or not r["logprobs"]:
-                    row["status"] = "failed" if r["status"] != "ok" else "no_logprobs"
-                    rows.append(row)
-                    continue
-                top = json.loads(r["logprobs"])[0]["top_logprobs"]
-                v = read_verdict(top, yes, no)
-                row.update(yes_mass=v.yes_mass, no_mass=v.no_mass, verdict_mass=v.verdict_mass)
-                if not v.ok:
-                    row["status"] = "no_verdict"
-                    rows.append(row)
-                    continue
-                p_yes = v.p_yes
-                label_yes = r["label"] == "yes"
-                predicted = "yes" if p_yes >= 0.5 else "no"
-                row.update(
-                    p_yes=p_yes,
-                    p_no=1.0 - p_yes,
-                    predicted=predicted,
-                    correct=predicted == r["label"],
-                    confidence=max(p_yes, 1.0 - p_yes),
-                    loss=statement_loss(p_yes, label_yes, floor),
-                    status="ok",
-                )
+                row.update(judge_reply(r, yes, no, floor))
                 rows.append(row)
             yield pd.DataFrame(rows, columns=cols)
 
     return score
+
+
+def judge_reply(r: dict, yes: frozenset[str], no: frozenset[str], floor: float) -> dict:
+    """Status, masses, verdict and loss of one trainee reply (``status``, ``logprobs``,
+    ``label``); logprobs that are not log-probabilities give ``no_verdict`` with a reason."""
+    if r["status"] != "ok" or not r["logprobs"]:
+        return {"status": "failed" if r["status"] != "ok" else "no_logprobs"}
+    try:
+        v = read_verdict(first_top_logprobs(r["logprobs"]), yes, no)
+    except BadLogprobs as exc:
+        return {"status": "no_verdict", "reason": f"bad_logprobs: {exc}"[:300]}
+    out = {"yes_mass": v.yes_mass, "no_mass": v.no_mass, "verdict_mass": v.verdict_mass}
+    if not v.ok:
+        return {**out, "status": "no_verdict", "reason": "no_yes_no_candidate"}
+    p_yes = v.p_yes
+    predicted = "yes" if p_yes >= 0.5 else "no"
+    return {
+        **out,
+        "p_yes": p_yes,
+        "p_no": 1.0 - p_yes,
+        "predicted": predicted,
+        "correct": predicted == r["label"],
+        "confidence": max(p_yes, 1.0 - p_yes),
+        "loss": statement_loss(p_yes, r["label"] == "yes", floor),
+        "status": "ok",
+    }
 
 
 def calibration_rows(judged: DataFrame, trainee_model: str, bins: int, run_id: str) -> list[dict]:
@@ -200,46 +205,32 @@ def calibration_rows(judged: DataFrame, trainee_model: str, bins: int, run_id: s
     return out
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg, tables, spark = ctx.cfg, ctx.tables, ctx.spark
-    if cfg.gap_scoring == "off":
-        ctx.log.info(
-            "judge: gap_scoring is off — no trainee is scored; sampling will use random order"
-        )
-        return StageResult({"gap_scoring_off": 1})
-    trainee_model = cfg.trainee_model()
-    llm = LLMExecutor(ctx)
-    statements = tables.read("statements")
+def _judge_pending(ctx: StageContext, statements: DataFrame, trainee_model: str) -> StageResult:
+    """Send every statement without a final judgement and MERGE the verdicts.
+
+    The pending set and the requests are written to the stage's scratch folder, not
+    ``localCheckpoint``-ed: a lost executor then costs a re-read, never the stage.
+    """
+    cfg, tables = ctx.cfg, ctx.tables
     # ok and no_verdict are final answers (a rerun would get the same cached reply)
     done = tables.read("judgements").filter(
         (F.col("trainee_model") == trainee_model) & F.col("status").isin("ok", "no_verdict")
     )
-    todo = statements.join(
-        done.select("statement_id"), "statement_id", "left_anti"
-    ).localCheckpoint()
-    n_todo = todo.count()
-    result = StageResult({"statements_to_judge": n_todo})
-    if n_todo:
-        reqs = (
-            todo.select("statement_id", "text", "language")
-            .mapInPandas(
-                lambda it: (
-                    pd.DataFrame(
-                        [
-                            {
-                                "statement_id": r.statement_id,
-                                **judge_request(cfg, r.text, r.language),
-                            }
-                            for r in pdf.itertuples()
-                        ],
-                        columns=JUDGE_REQUEST.fieldNames(),
-                    )
-                    for pdf in it
-                ),
-                JUDGE_REQUEST,
-            )
-            .localCheckpoint()
+    scratch = Scratch(ctx, "judge")
+    try:
+        todo = scratch.materialise(
+            statements.join(done.select("statement_id"), "statement_id", "left_anti")
         )
+        n_todo = todo.count()
+        result = StageResult({"statements_to_judge": n_todo})
+        if not n_todo:
+            return result
+        reqs = scratch.materialise(
+            todo.select("statement_id", "text", "language").mapInPandas(
+                _requests_fn(cfg), JUDGE_REQUEST
+            )
+        )
+        llm = LLMExecutor(ctx)
         summary = llm.execute(
             reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE, probe=logprobs_probe(cfg)
         )
@@ -248,6 +239,33 @@ def run(ctx: StageContext) -> StageResult:
         judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
         res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
         result.counts["judgements_written"] = res.inserted + res.updated
+        return result
+    finally:
+        scratch.cleanup()
+
+
+def _requests_fn(cfg: Config):
+    def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            rows = [
+                {"statement_id": r.statement_id, **judge_request(cfg, r.text, r.language)}
+                for r in pdf.itertuples()
+            ]
+            yield pd.DataFrame(rows, columns=JUDGE_REQUEST.fieldNames())
+
+    return build
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, tables, spark = ctx.cfg, ctx.tables, ctx.spark
+    if cfg.gap_scoring == "off":
+        ctx.log.info(
+            "judge: gap_scoring is off — no trainee is scored; sampling will use random order"
+        )
+        return StageResult({"gap_scoring_off": 1})
+    trainee_model = cfg.trainee_model()
+    statements = tables.read("statements")
+    result = _judge_pending(ctx, statements, trainee_model)
     mine = (
         tables.read("judgements")
         .filter(F.col("trainee_model") == trainee_model)

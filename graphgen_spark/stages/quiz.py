@@ -24,7 +24,7 @@ from graphgen_spark.language import main_language
 from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import quiz_messages
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
 STAGE = "quiz"
@@ -166,11 +166,31 @@ def _validate_fn(cfg: Config, last_attempt: bool):
 
 
 def run(ctx: StageContext) -> StageResult:
+    tables = ctx.tables
+    have = tables.read("statements").select("element_id", "description_hash").distinct()
+    # every intermediate goes to the stage's scratch folder, not localCheckpoint: a lost
+    # executor costs a re-read from shared storage, never the stage
+    scratch = Scratch(ctx, "quiz")
+    try:
+        todo = scratch.materialise(
+            elements(ctx).join(have, ["element_id", "description_hash"], "left_anti")
+        )
+        result, todo, n_todo = _attempts(ctx, todo, scratch)
+        if n_todo:
+            tables.merge("quarantine", _incomplete(ctx, todo))
+    finally:
+        scratch.cleanup()
+    result.counts["quiz_incomplete"] = n_todo
+    return result
+
+
+def _attempts(
+    ctx: StageContext, todo: DataFrame, scratch: Scratch
+) -> tuple[StageResult, DataFrame, int]:
+    """Up to ``quiz.max_attempts`` rounds of requests; the elements still without a valid
+    yes/no pair and how many."""
     cfg, tables = ctx.cfg, ctx.tables
     llm = LLMExecutor(ctx)
-    have = tables.read("statements").select("element_id", "description_hash").distinct()
-    todo = elements(ctx).join(have, ["element_id", "description_hash"], "left_anti")
-    todo = todo.localCheckpoint()
     n_todo = todo.count()
     result = StageResult({"elements_to_quiz": n_todo})
     written = 0
@@ -178,28 +198,29 @@ def run(ctx: StageContext) -> StageResult:
         if not n_todo:
             break
         last = attempt == cfg.quiz.max_attempts - 1
-        reqs = todo.mapInPandas(_requests_fn(cfg, attempt), ELEMENT_REQUEST).localCheckpoint()
+        reqs = scratch.materialise(todo.mapInPandas(_requests_fn(cfg, attempt), ELEMENT_REQUEST))
         summary = llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE)
         result.add(StageResult.of_llm(summary))
         answers = llm.results(reqs)
-        valid = answers.mapInPandas(_validate_fn(cfg, last), VALIDATED).localCheckpoint()
+        valid = scratch.materialise(answers.mapInPandas(_validate_fn(cfg, last), VALIDATED))
         written += tables.merge("statements", valid.drop("complete")).inserted
-        todo = todo.join(
-            valid.select("element_id").distinct(), "element_id", "left_anti"
-        ).localCheckpoint()
-        n_todo = todo.count()
-    if n_todo:  # no yes/no pair even after every attempt: recorded, retried next run
-        q = todo.select(
-            F.lit("statements").alias("source"),
-            F.concat_ws(":", "element_kind", "element_id", "description_hash").alias("locator"),
-            F.lit(STAGE).alias("stage"),
-            F.lit("quiz_incomplete").alias("reason"),
-            F.lit(f"no valid yes/no statement pair after {cfg.quiz.max_attempts} attempts").alias(
-                "detail"
-            ),
-            F.substring("description", 1, 200).alias("excerpt"),
-            F.lit(ctx.run_id).alias("run_id"),
+        todo = scratch.materialise(
+            todo.join(valid.select("element_id").distinct(), "element_id", "left_anti")
         )
-        tables.merge("quarantine", q)
-    result.counts.update(statements_written=written, quiz_incomplete=n_todo)
-    return result
+        n_todo = todo.count()
+    result.counts["statements_written"] = written
+    return result, todo, n_todo
+
+
+def _incomplete(ctx: StageContext, todo: DataFrame) -> DataFrame:
+    """Quarantine rows for elements with no yes/no pair after every attempt (retried next run)."""
+    attempts = ctx.cfg.quiz.max_attempts
+    return todo.select(
+        F.lit("statements").alias("source"),
+        F.concat_ws(":", "element_kind", "element_id", "description_hash").alias("locator"),
+        F.lit(STAGE).alias("stage"),
+        F.lit("quiz_incomplete").alias("reason"),
+        F.lit(f"no valid yes/no statement pair after {attempts} attempts").alias("detail"),
+        F.substring("description", 1, 200).alias("excerpt"),
+        F.lit(ctx.run_id).alias("run_id"),
+    )
