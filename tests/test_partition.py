@@ -113,6 +113,18 @@ def make_cfg(**extra):
     return build_config(data, env=False)
 
 
+def locally_checkpointed(spark) -> set[int]:
+    """Ids of the RDDs Spark holds as ``localCheckpoint`` blocks: those die with their
+    executor and fail the job, so a stage must leave none (it writes to its scratch)."""
+    rdds = spark.sparkContext._jsc.sc().getPersistentRDDs().values().iterator()
+    out = set()
+    while rdds.hasNext():
+        rdd = rdds.next()
+        if rdd.isLocallyCheckpointed():
+            out.add(rdd.id())
+    return out
+
+
 def run_stage(spark, tables, cfg, run_id="p-1"):
     return stage.run(StageContext(spark, cfg, tables, run_id))
 
@@ -136,7 +148,9 @@ def partitioned(spark, tmp_path_factory):
     cfg = cfg.model_copy(
         update={"generate": cfg.generate.model_copy(update={"methods": {"multi_hop": "triple"}})}
     )
+    before = locally_checkpointed(spark)
     result = run_stage(spark, tables, cfg)
+    assert locally_checkpointed(spark) <= before  # every intermediate went to the scratch
     return tables, cfg, result
 
 

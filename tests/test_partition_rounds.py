@@ -8,7 +8,14 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_partition import make_cfg, reference_graph, run_stage, stored, write_graph
+from test_partition import (
+    locally_checkpointed,
+    make_cfg,
+    reference_graph,
+    run_stage,
+    stored,
+    write_graph,
+)
 from test_partition_claim import RANDOM, as_tuple, frames, rename, union
 
 from graphgen_spark.ids import h
@@ -101,7 +108,9 @@ def test_stage_runs_max_tokens_by_rounds(spark, tmp_path):
             "max_tokens": 200,
         },
     )
+    before = locally_checkpointed(spark)
     result = run_stage(spark, tables, cfg)
+    assert locally_checkpointed(spark) <= before  # rounds and their queries use the scratch
     rows = stored(tables, EDGE_SEED)
     want = partition(reference_graph(), EDGE_SEED, stage.params_for(cfg)).batches
     assert {s: tuple(r["edge_ids"]) for s, r in rows.items()} == {

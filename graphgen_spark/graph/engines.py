@@ -53,6 +53,9 @@ Keep = Callable[[DataFrame], DataFrame]
 
 
 def _local_keep(df: DataFrame) -> DataFrame:
+    """The default for callers without a scratch folder (tests, benches). ``localCheckpoint``
+    blocks die with their executor, so stages pass ``keep`` (their ``Scratch.materialise``)
+    and every intermediate of a query goes through it."""
     return df.localCheckpoint(eager=True)
 
 
@@ -62,11 +65,13 @@ def symmetrised(edges: DataFrame, *extra: str) -> DataFrame:
     return edges.select("src", "dst", *extra).unionByName(back)
 
 
-def vertex_index(v: DataFrame) -> DataFrame:
-    """``(id, idx)``: each vertex's 0-based position in id order (a total order, distributed)."""
+def vertex_index(v: DataFrame, keep: Keep | None = None) -> DataFrame:
+    """``(id, idx)``: each vertex's 0-based position in id order (a total order, distributed);
+    ``keep`` materialises the sorted rows (default ``localCheckpoint``)."""
     from graphgen_spark.partition.distributed import global_position
 
-    return global_position(v.select("id"), [F.col("id")], "idx").withColumn("idx", F.col("idx") - 1)
+    index = global_position(v.select("id"), [F.col("id")], "idx", keep)
+    return index.withColumn("idx", F.col("idx") - 1)
 
 
 class DataFrameGraph:
@@ -143,7 +148,7 @@ class DataFrameGraph:
         return reached
 
     def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
-        index = self.keep(vertex_index(v))
+        index = self.keep(vertex_index(v, self.keep))
         both = symmetrised(e)
         idx_e = (
             both.join(index.withColumnsRenamed({"id": "src", "idx": "s"}), "src")
@@ -261,7 +266,7 @@ class GraphFramesGraph:
     def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
         """GraphFrames' Pregel label propagation on long vertex indexes (its tie-break needs
         numeric labels), messages both ways over the symmetrised edges."""
-        index = self.keep(vertex_index(v))
+        index = self.keep(vertex_index(v, self.keep))
         both = symmetrised(e)
         idx_e = both.join(index.withColumnsRenamed({"id": "src", "idx": "s"}), "src").join(
             index.withColumnsRenamed({"id": "dst", "idx": "d"}), "dst"

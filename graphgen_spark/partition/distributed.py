@@ -146,7 +146,7 @@ def in_rounds(
     log = log or LOG
     keep = materialise or (lambda df: df.localCheckpoint(eager=True))
     if ranks is None:
-        ranks = rank_units(nodes, edges, params.sampling, params.loss_strategy)
+        ranks = rank_units(nodes, edges, params.sampling, params.loss_strategy, keep)
     spark = edges.sparkSession
     edge_rank = ranks.select(F.col("unit_id").alias("edge_id"), F.col("seed_rank").alias("rank"))
     live = keep(edges.select("edge_id", "src_id", "dst_id").join(edge_rank, "edge_id"))
