@@ -21,11 +21,13 @@ import pyspark
 import pytest
 import yaml
 from graphs import write_generated_graph
+from test_crash import matrix_line
 
 from graphgen_spark.config import build_config
 from graphgen_spark.jars import cached_jars, coordinates
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
+from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import Tables
 
 pytestmark = pytest.mark.cluster
@@ -124,7 +126,7 @@ def cluster(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"standalone cluster did not come up; logs in {tmp}")
             time.sleep(1)
-        yield {"url": url, "env": env, "tmp": tmp, "workers": state["workers"]}
+        yield {"url": url, "env": env, "tmp": tmp, "workers": state["workers"], "procs": procs}
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -156,6 +158,15 @@ def _submit(
 ) -> Path:
     """``spark-submit jobs/run_pipeline.py`` on the cluster, jars passed with ``--jars`` as a
     user would (the local cache); returns the event-log folder."""
+    cmd, events = _submit_command(cluster, tmp_path, conf, stages, out, inp)
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return events
+
+
+def _submit_command(
+    cluster: dict, tmp_path: Path, conf: dict, stages: str, out: Path, inp: Path | None = None
+) -> tuple[list[str], Path]:
     events = tmp_path / "events"
     events.mkdir()
     path = tmp_path / "cluster.yaml"
@@ -192,9 +203,7 @@ def _submit(
         stages,
         *(["--input", str(inp)] if inp else []),
     ]
-    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return events
+    return cmd, events
 
 
 def _assert_both_workers_ran_tasks(events: Path) -> None:
@@ -244,3 +253,84 @@ def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark
     assert got == want and len(got) > 20
     engines = {r["graph_engine"] for r in got}
     assert "components=graphframes,label_propagation=graphframes" in engines
+
+
+def test_a_worker_killed_mid_extract_costs_only_what_it_had_in_flight(cluster, spark, tmp_path):
+    """Runs last: it kills a worker of the module's cluster. One worker (its JVM, executor
+    and Python workers) dies by SIGKILL while extract's waves run on both; the failed
+    tasks are retried on the other worker and reuse what the dead attempts journaled. The
+    stage completes, the tables equal a local run's, and the endpoint saw, beyond a local
+    run's requests, at most those in flight at the kill."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [
+        json.dumps(
+            {
+                "id": f"d{i}",
+                "content": f"Ilse Maren{i} built the Harrow{i} Mill on "
+                f"the Tiller{i} River. The Harrow{i} Mill ground wheat for Dunmore{i}.",
+            }
+        )
+        for i in range(160)
+    ]
+    (corpus / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    with StandinServer(StandinOptions(latency_ms=150), announce=False) as server:
+        llm = {
+            "backoff_min_s": 0.01,
+            "backoff_max_s": 0.05,
+            "concurrency_per_task": 4,
+            "wave_seconds": 30,
+            "synthesizer": {"base_url": server.base_url, "model": "standin", "timeout_s": 10},
+        }
+        cfg = build_config({"llm": llm, "spark": {"shuffle_partitions": 4}}, env=False)
+        run_pipeline(
+            cfg, str(corpus), tmp_path / "local", ["ingest", "chunk", "extract"], spark=spark
+        )
+        paid_once = server.stats()["requests_total"]
+        server.reset_stats()
+
+        out = tmp_path / "cluster_out"
+        cmd, _ = _submit_command(
+            cluster, tmp_path, {"llm": llm}, "ingest,chunk,extract", out, corpus
+        )
+        log = tmp_path / "submit.log"
+        job = subprocess.Popen(
+            cmd, env=cluster["env"], stdout=log.open("w"), stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while server.stats()["completions_ok"] < 60:
+                assert job.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.05)
+            server.hold()  # every answer sent is received before the kill (see test_crash)
+            time.sleep(1.0)
+            in_flight = server.stats()["in_flight"]
+            worker = cluster["procs"][1]
+            os.killpg(worker.pid, signal.SIGKILL)
+            server.release()
+            assert job.wait(timeout=900) == 0, log.read_text()[-4000:]
+        finally:
+            if job.poll() is None:
+                job.kill()
+        paid_twice = server.stats()["requests_total"] - paid_once
+    local, remote = Tables(spark, tmp_path / "local"), Tables(spark, out)
+    names = ("extractions", "entity_mentions", "relation_mentions")
+    lost = sum(len(set(_content(local, n)) - set(_content(remote, n))) for n in names)
+    print(matrix_line("SIGKILL a worker mid-extract", in_flight, paid_twice, lost))
+    assert in_flight > 0 and 0 <= paid_twice <= in_flight
+    for name in names:
+        assert _content(remote, name) == _content(local, name), name
+
+
+def _content(tables: Tables, name: str) -> list[str]:
+    """The table's rows without what differs between two runs doing the same work."""
+    volatile = {"run_id", "attempts", "updated_at", "created_at"}
+    return sorted(
+        json.dumps(
+            {k: v for k, v in r.asDict(recursive=True).items() if k not in volatile},
+            sort_keys=True,
+            default=str,
+        )
+        for r in tables.read(name).collect()
+    )
