@@ -6,10 +6,10 @@ CPU by process. Afterwards:
 
 * :func:`executor_calls`: one entry per executor call of the stage, from the line the executor
   logs before its first wave ("[stage] N requests|conversations to run over ...",
-  ``LLMExecutor._run``), its cumulative "[stage] wave i done: N calls sent so far" lines
+  ``WaveRunner.run``), its cumulative "[stage] wave i done: N calls sent so far" lines
   (the requests of each wave) and its "[stage] N wave(s) merged into llm_calls in S s" line;
 * :func:`llm_waves`: the waves, from the Spark jobs described "stage: LLM wave i"
-  (``LLMExecutor._waves``), each assigned to the executor call logged last before it;
+  (``runner._WaveLoop``), each assigned to the executor call logged last before it;
 * :func:`phases`: consecutive phases covering the stage, cut at log lines or times;
 * :func:`call_sites`: Spark job time per call site (LLM jobs, wave bookkeeping, the rest);
 * :func:`headline`: the ratios to capacity every throughput benchmark reports.

@@ -400,7 +400,7 @@ class WaveRunner:
             self.ledger.merge_journals(waves)
             if waves:
                 self.log.info(
-                    "[%s] calls of %d wave(s) merged into llm_calls in %.1f s",
+                    "[%s] %d wave(s) merged into llm_calls in %.1f s",
                     work.stage,
                     len(waves),
                     time.monotonic() - t_merge,
@@ -465,8 +465,8 @@ class WaveRunner:
         )
         _write_pending(all_rows, pending_path, work.key, plan.slices, layout, work.probe)
         self.log.info(
-            "[%s] %d %s to run in %d task(s) per wave, %d wave(s) at once, %d in flight per "
-            "task, in %d slice(s) of ~%d; waves of ~%.0f s",
+            "[%s] %d %s to run over %d task(s) per wave, %d wave(s) at once, %d in flight "
+            "per task, in %d slice(s) of ~%d; waves of ~%.0f s",
             work.stage,
             n_rows,
             work.unit,
