@@ -271,7 +271,7 @@ def test_a_worker_killed_mid_extract_costs_only_what_it_had_in_flight(cluster, s
                 f"the Tiller{i} River. The Harrow{i} Mill ground wheat for Dunmore{i}.",
             }
         )
-        for i in range(160)
+        for i in range(100)
     ]
     (corpus / "docs.jsonl").write_text("\n".join(lines) + "\n")
     with StandinServer(StandinOptions(latency_ms=150), announce=False) as server:

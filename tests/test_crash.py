@@ -94,12 +94,12 @@ def _wait_for(server: StandinServer, proc: subprocess.Popen, ok: int, log: Path)
 def reference(spark, tmp_path_factory):
     """An uninterrupted run on a clean endpoint: its tables and what it paid for."""
     tmp = tmp_path_factory.mktemp("reference")
-    corpus = _corpus(tmp / "corpus", 300)
+    corpus = _corpus(tmp / "corpus", 200)
     with StandinServer(StandinOptions(latency_ms=100), announce=False) as server:
         cfg = load_config(_config(tmp / "cfg.yaml", server.base_url))
         run_pipeline(cfg, str(corpus), tmp / "out", STAGES, spark=spark)
         paid = server.stats()["requests_total"]
-    assert paid >= 300
+    assert paid >= 200
     return corpus, Tables(spark, tmp / "out"), paid
 
 
