@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.evaluate.lexical import content_tokens, word_tokens
-from graphgen_spark.graph.engines import DataFrameGraph
+from graphgen_spark.graph.engines import DataFrameGraph, Keep, local_keep
 from graphgen_spark.language import main_language
 
 NUM_FEATURES = 1 << 22  # shingle hash space of the MinHash vectors (collisions are rare)
@@ -121,6 +121,7 @@ def near_duplicate_clusters(
     *,
     group_col: str | None = None,
     seed: int = 42,
+    keep: Keep | None = None,
 ) -> DataFrame:
     """``(id_col, cluster_id)`` for every row of ``df``: cluster_id is the smallest id
     (string order) of its near-duplicate cluster; a row without near-duplicates, or with
@@ -130,6 +131,8 @@ def near_duplicate_clusters(
     ``group_col``: only rows with equal values can be near-duplicates (e.g. per mode).
     Ids must be unique and non-null; both output columns are strings. The MinHash
     functions are seeded by ``seed``, so reruns give the same clusters.
+    ``keep`` materialises the intermediates (a stage passes its ``Scratch.materialise``:
+    ``localCheckpoint`` blocks die with their executor).
     """
     lang = F.col(lang_col).cast("string") if lang_col else F.lit(None).cast("string")
     grp = F.col(group_col).cast("string") if group_col else F.lit("")
@@ -142,13 +145,14 @@ def near_duplicate_clusters(
         )
         .withColumn("sh", _shingle_udf(shingle)("text", "lang"))
         .select("id", "grp", "sh")
-        .localCheckpoint()  # shingled once, read by the LSH fit, the join and the result
     )
+    keep = keep or local_keep
+    records = keep(records)  # shingled once, read by the LSH fit, the join and the result
     ids = records.select("id")
     singletons = ids.select(F.col("id").alias(id_col), F.col("id").alias("cluster_id"))
     if records.where(F.size("sh") > 0).isEmpty():  # MinHashLSH cannot fit on no vector
         return singletons
-    edges = _candidate_edges(records, permutations, jaccard, seed).localCheckpoint()
+    edges = keep(_candidate_edges(records, permutations, jaccard, seed))
     few = edges.limit(LOCAL_MAX_EDGES + 1).collect()
     if not few:
         return singletons
@@ -159,7 +163,7 @@ def near_duplicate_clusters(
         )
     else:
         v = edges.select(F.col("src").alias("id")).union(edges.select("dst")).distinct()
-        labels = DataFrameGraph().components(v, edges)  # min-label propagation: smallest id
+        labels = DataFrameGraph(keep).components(v, edges)  # min-label propagation: smallest id
     return ids.join(labels, "id", "left").select(
         F.col("id").alias(id_col), F.coalesce("component", "id").alias("cluster_id")
     )

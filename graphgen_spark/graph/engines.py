@@ -52,7 +52,7 @@ GRAPHFRAMES_FROM: dict[str, int | None] = {
 Keep = Callable[[DataFrame], DataFrame]
 
 
-def _local_keep(df: DataFrame) -> DataFrame:
+def local_keep(df: DataFrame) -> DataFrame:
     """The default for callers without a scratch folder (tests, benches). ``localCheckpoint``
     blocks die with their executor, so stages pass ``keep`` (their ``Scratch.materialise``)
     and every intermediate of a query goes through it."""
@@ -80,7 +80,7 @@ class DataFrameGraph:
     name = DATAFRAME
 
     def __init__(self, keep: Keep | None = None) -> None:
-        self.keep = keep or _local_keep
+        self.keep = keep or local_keep
 
     def components(self, v: DataFrame, e: DataFrame, max_iter: int = 1000) -> DataFrame:
         """Min-label propagation over undirected edges until no label changes."""
@@ -189,7 +189,7 @@ class GraphFramesGraph:
 
     def __init__(self, spark: SparkSession, checkpoint_dir: str, keep: Keep | None = None) -> None:
         self.spark = spark
-        self.keep = keep or _local_keep
+        self.keep = keep or local_keep
         self.checkpoint_dir = checkpoint_dir
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
 

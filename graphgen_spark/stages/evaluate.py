@@ -162,6 +162,7 @@ def run(ctx: StageContext) -> StageResult:
             nd.jaccard,
             group_col="mode",
             seed=ctx.cfg.run.seed,
+            keep=scratch.materialise,
         )
         per_item = scratch.materialise(
             items.join(clusters.withColumnRenamed("cluster_id", "near_dup_cluster"), "qa_id")

@@ -279,7 +279,9 @@ def run(ctx: StageContext) -> StageResult:
         for mode in ctx.cfg.generate.modes:
             result.add(_generate_mode(ctx, mode, scratch))
         if ctx.tables.exists("qa"):
-            result.counts["duplicates_flagged"] = _flag_duplicates(ctx, ctx.cfg.generate.modes)
+            result.counts["duplicates_flagged"] = _flag_duplicates(
+                ctx, ctx.cfg.generate.modes, scratch
+            )
     finally:
         scratch.cleanup()
     return result
@@ -368,7 +370,7 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
     return result
 
 
-def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
+def _flag_duplicates(ctx: StageContext, modes: list[str], scratch: Scratch) -> int:
     """Exact duplicates (normalised question) and near-duplicates (MinHash LSH over question
     and answer, §8.4) within a mode point at the best-ranked original of their group (§7.4).
     One pass over every mode at the end of the stage: LSH has a fixed cost per call."""
@@ -380,9 +382,11 @@ def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
     ranks = tables.read("subgraphs").select("batch_id", "seed_rank")
     order = [F.col("seed_rank").asc_nulls_last(), "item_index", "qa_id"]
     keyed = qa.join(ranks, "batch_id", "left").withColumn("_k", norm("question"))
-    keyed = keyed.withColumn(
-        "_orig", F.first("qa_id").over(Window.partitionBy("mode", "_k").orderBy(*order))
-    ).localCheckpoint()
+    keyed = scratch.materialise(
+        keyed.withColumn(
+            "_orig", F.first("qa_id").over(Window.partitionBy("mode", "_k").orderBy(*order))
+        )
+    )
     exact = keyed.filter(F.col("_orig") != F.col("qa_id")).select(
         "qa_id", F.col("_orig").alias("original"), F.lit("duplicate").alias("kind")
     )
@@ -398,6 +402,7 @@ def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
         permutations=nd.permutations,
         jaccard=nd.jaccard,
         group_col="mode",
+        keep=scratch.materialise,
         seed=ctx.cfg.run.seed,
     )
     near = (
