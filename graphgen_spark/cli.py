@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from graphgen_spark.config import MODES, ROOT, Config, ConfigError, load_config
-from graphgen_spark.errors import ANTICIPATED, BudgetExceeded
+from graphgen_spark.errors import ANTICIPATED, WORK_LEFT
 from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
 
 log = logging.getLogger("graphgen_spark")
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     except ANTICIPATED as exc:
         # anticipated: the message says what happened and what to do, no traceback
         print(f"{type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
-        return EXIT_REQUESTS_LEFT if isinstance(exc, BudgetExceeded) else 4
+        return EXIT_REQUESTS_LEFT if isinstance(exc, WORK_LEFT) else 4
     except Exception:
         # the traceback Python would print, without the keys (a gateway may echo one)
         print(scrub(traceback.format_exc()), file=sys.stderr, end="")

@@ -8,6 +8,11 @@ class BudgetExceeded(RuntimeError):
     """run.max_tokens / run.max_cost reached: no new calls; rerun later to resume."""
 
 
+class StageIncomplete(RuntimeError):
+    """A stage left more of its work undone than its config allows; everything done is
+    kept and a rerun of the same command retries only the rest."""
+
+
 class OutputInUse(RuntimeError):
     """Another live run holds the output's lease (``lease.py``)."""
 
@@ -16,4 +21,6 @@ class WriteConflict(RuntimeError):
     """A Delta write kept conflicting with another writer's commits (``tables.py``)."""
 
 
-ANTICIPATED = (BudgetExceeded, OutputInUse, WriteConflict)
+ANTICIPATED = (BudgetExceeded, StageIncomplete, OutputInUse, WriteConflict)
+# the run ended with work a rerun retries: exit code 3, like a run with requests left
+WORK_LEFT = (BudgetExceeded, StageIncomplete)

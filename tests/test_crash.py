@@ -210,3 +210,23 @@ def test_transient_faults_do_not_change_the_tables(spark, tmp_path, reference):
     assert stats["faults_total"] >= 0.1 * stats["requests_total"]
     assert 0 <= paid_twice <= stats["faults_by_kind"].get("hang", 0)
     _same_tables(tables, ref_tables)
+
+
+def test_a_run_with_requests_left_says_so_in_its_last_line_and_exit_code(spark, tmp_path, capsys):
+    """Every extraction request fails (HTTP 500, no retries) but the stage may leave them
+    all (max_failed_fraction 1): the run finishes, and its last line and exit code say
+    how many requests are not done, per stage."""
+    from graphgen_spark.cli import EXIT_REQUESTS_LEFT, main
+
+    corpus = _corpus(tmp_path / "corpus", 3)
+    opts = StandinOptions(fail_first=1000, faults=("500",))
+    with StandinServer(opts, announce=False) as server:
+        cfg = yaml.safe_load(_config(tmp_path / "cfg.yaml", server.base_url).read_text())
+        cfg["llm"]["max_retries"] = 0
+        cfg["extract"] = {"max_failed_fraction": 1.0}
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["run", "--config", str(tmp_path / "cfg.yaml"), "--input", str(corpus)]
+        code = main([*args, "--output", str(tmp_path / "out"), "--stages", ",".join(STAGES)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == EXIT_REQUESTS_LEFT
+    assert "request(s) not done (extract " in last and "rerun the same command" in last

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.config import Config
+from graphgen_spark.errors import StageIncomplete
 from graphgen_spark.graph.normalize import clean_text, display_name, name_key, normalise_type
 from graphgen_spark.llm.executor import Ask, LLMExecutor, LLMWork, Program
 from graphgen_spark.llm.requests import request_row
@@ -390,7 +391,7 @@ class _Extractor:
         finally:
             self.scratch.cleanup()
         if failure:  # outcomes are stored; the stage fails loudly, a rerun retries only those
-            raise RuntimeError(failure)
+            raise StageIncomplete(failure)
         result = self.result
         result.counts.update(result_counts)
         return result

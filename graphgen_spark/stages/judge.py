@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.config import Config, ConfigError
+from graphgen_spark.errors import StageIncomplete
 from graphgen_spark.gap.calibration import Bin
 from graphgen_spark.gap.verdict import (
     NO_WORDS,
@@ -73,7 +74,7 @@ def logprobs_probe(cfg: Config):
                 "serve them). Point TRAINEE_BASE_URL / llm.trainee at such an endpoint, or set "
                 "`gap_scoring: off` to sample without gap scores."
             )
-        raise RuntimeError(
+        raise StageIncomplete(
             f"judge: the first statement sent to the trainee endpoint {ep.base_url} (model "
             f"{ep.model}) failed, so no other was sent: {first['error_kind']}: "
             f"{first['error']}. Rerun the same command once the endpoint answers."
@@ -332,7 +333,7 @@ def run(ctx: StageContext) -> StageResult:
         )
         median_mass = mine.approxQuantile("verdict_mass", [0.5], 0.01)
         outcomes = ", ".join(f"{r['status']}={r['count']}" for r in reasons)
-        raise RuntimeError(
+        raise StageIncomplete(
             f"judge: {unjudged} of {total} elements have no usable judgement (more than "
             f"judge.max_unjudged_fraction={cfg.judge.max_unjudged_fraction}); statement outcomes: "
             f"{outcomes}; median verdict mass "
