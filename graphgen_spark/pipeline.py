@@ -20,7 +20,6 @@ from pyspark.sql import Row, SparkSession
 from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.ids import h
 from graphgen_spark.lease import Lease
-from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
 from graphgen_spark.stages.base import StageContext, StageResult
@@ -94,7 +93,6 @@ def run_pipeline(
         "stage_stats": [],
     }
     with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
-        LLMExecutor(StageContext(spark, cfg, tables, run_id, None, log)).recover()
         _write_run(tables, run)
         _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)
     return run_id

@@ -145,13 +145,18 @@ def _mixed_input(root: Path) -> Path:
     return src
 
 
+def _ingested(spark, tmp_path_factory, name: str, make_input):
+    """``make_input(root)``'s folder ingested (max_doc_chars 1000, ids from ``id``)."""
+    root = tmp_path_factory.mktemp(name).resolve()
+    src = make_input(root)
+    tables = Tables(spark, root / "out")
+    result = ingest.run(_ctx(spark, tables, src, max_doc_chars=1000, id_field="id"))
+    return root, src, tables, result
+
+
 @pytest.fixture(scope="module")
 def mixed(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("mixed").resolve()
-    src = _mixed_input(root)
-    tables = Tables(spark, root / "out")
-    ctx = _ctx(spark, tables, src, max_doc_chars=1000, id_field="id")
-    result = ingest.run(ctx)
+    root, src, tables, result = _ingested(spark, tmp_path_factory, "mixed", _mixed_input)
     docs = {r["doc_id"]: r.asDict(recursive=True) for r in tables.read("documents").collect()}
     quar = [r.asDict() for r in tables.read("quarantine").collect()]
     return {
@@ -458,10 +463,7 @@ def _hostile_input(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def hostile(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile").resolve()
-    src = _hostile_input(root)
-    tables = Tables(spark, root / "out")
-    result = ingest.run(_ctx(spark, tables, src, max_doc_chars=1000, id_field="id"))
+    root, src, tables, result = _ingested(spark, tmp_path_factory, "hostile", _hostile_input)
     quar = {
         (os.path.relpath(q["source"], src), q["locator"]): q.asDict()
         for q in tables.read("quarantine").collect()

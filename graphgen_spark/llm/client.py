@@ -24,7 +24,7 @@ from typing import Any
 import openai
 
 from graphgen_spark.llm.endpoints import Endpoint
-from graphgen_spark.llm.limits import TaskLimiter
+from graphgen_spark.llm.limits import TaskLimiter, estimate_tokens
 from graphgen_spark.llm.structured import ParseError, load_model, parse_output
 from graphgen_spark.secrets import scrub
 from graphgen_spark.text import utf8_safe, utf8_safe_tree
@@ -86,11 +86,6 @@ def _classify(exc: BaseException) -> _Retryable | None:
     return None
 
 
-def _estimate_tokens(messages: list[dict[str, Any]], max_tokens: int) -> int:
-    chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return chars // 3 + max_tokens
-
-
 def _logprobs_json(choice: Any) -> str | None:
     lp = getattr(choice, "logprobs", None)
     content = getattr(lp, "content", None) if lp is not None else None
@@ -128,7 +123,7 @@ class _Exchange:
 async def _send(x: _Exchange, messages: list[dict[str, Any]]) -> Any:
     """Send one completion with transport retries; returns the response or raises."""
     policy = x.policy
-    est = _estimate_tokens(messages, int(x.params.get("max_tokens", x.ep.max_tokens)))
+    est = estimate_tokens(messages, int(x.params.get("max_tokens", x.ep.max_tokens)))
     for retry in range(policy.max_retries + 1):
         x.out.attempts += 1
         async with x.limiter:

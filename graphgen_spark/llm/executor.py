@@ -77,10 +77,6 @@ class LLMExecutor:
         )
         self.runner = WaveRunner(ctx.spark, ctx.cfg, self.ledger, ctx.log)
 
-    def recover(self) -> int:
-        """Merge what an earlier, killed run journaled (see ``Ledger.recover``)."""
-        return self.ledger.recover()
-
     def execute(
         self, requests: DataFrame, stage: str, probe: Probe | None = None
     ) -> ExecutionSummary:
@@ -93,14 +89,14 @@ class LLMExecutor:
         """
         self.ledger.recover()
         requests = requests.select(*REQUEST_SCHEMA.fieldNames()).dropDuplicates(["request_id"])
-        pending = requests.join(
-            self.ledger.answered().select("request_id"), "request_id", "left_anti"
+        pending = self.runner.stage(
+            requests.join(self.ledger.answered().select("request_id"), "request_id", "left_anti"),
+            stage,
         )
-        roles = tuple(sorted(r["role"] for r in pending.select("role").distinct().collect()))
-        summary = ExecutionSummary()
-        if roles:
-            work = LLMWork(stage, _send_request, "request_id", _REQUEST_OUT, roles, probe=probe)
-            summary, _ = self.runner.run(work, pending)
+        # request rows name their role; read from the staged rows, not recomputed
+        roles = tuple(sorted(r["role"] for r in pending.rows.select("role").distinct().collect()))
+        work = LLMWork(stage, _send_request, "request_id", _REQUEST_OUT, roles, probe=probe)
+        summary, _ = self.runner.run(work, pending)
         summary.requested = requests.count()
         summary.cached = summary.requested - summary.sent - summary.skipped
         if not summary.sent:
@@ -120,8 +116,10 @@ class LLMExecutor:
         if work.outputs_path is None:
             raise ValueError(f"[{work.stage}] converse needs LLMWork.outputs_path")
         self.ledger.recover()
-        rows = self.ledger.cached_turns(rows, work.key, work.stage)
-        summary, outputs = self.runner.run(work, rows)
+        pending = self.runner.stage(
+            self.ledger.cached_turns(rows, work.key, work.stage), work.stage
+        )
+        summary, outputs = self.runner.run(work, pending)
         assert outputs is not None
         return summary, outputs
 

@@ -56,20 +56,28 @@ class Ledger:
         """The wave's journal folder as a fully qualified URI, for executors to write to."""
         return fsutil.qualified(self.spark, wave_path + JOURNAL_SUFFIX)
 
-    def merge_journals(self, wave_paths: list[str]) -> None:
-        """MERGE the calls journaled beside these waves into llm_calls."""
+    def journaled(self, wave_paths: list[str]) -> DataFrame | None:
+        """The call rows journaled beside these waves; None when there are none."""
         dirs = [p + JOURNAL_SUFFIX for p in wave_paths]
         files = [f for d in dirs for f in fsutil.list_files(self.spark, d, suffix=".jsonl")]
         if not files:
-            return
-        calls = (
+            return None
+        return (
             self.spark.read.schema(_JOURNAL_SCHEMA)
             .option("mode", "DROPMALFORMED")
             .json(files)
             .where(F.col("request_id").isNotNull())
             .withColumn("updated_at", F.timestamp_micros("updated_at"))
         )
-        self._merge_calls(calls)
+
+    def merge_journals(self, wave_paths: list[str], drop: bool = False) -> None:
+        """MERGE the calls journaled beside these waves into llm_calls; with ``drop`` (for
+        waves whose tasks have all ended) their journals are removed after."""
+        calls = self.journaled(wave_paths)
+        if calls is not None:
+            self._merge_calls(calls)
+        for path in wave_paths if drop else ():
+            fsutil.delete(self.spark, path + JOURNAL_SUFFIX)
 
     def _merge_calls(self, calls: DataFrame) -> None:
         """Best outcome per request (ok first, then latest), with every try added up; into
@@ -93,7 +101,7 @@ class Ledger:
             .withColumn("updated_at", F.col("_latest"))
             .drop("_latest")
         )
-        staged = staged.withColumn("status", self._give_up("s.attempts", "status"))
+        staged = staged.withColumn("status", self._give_up())
         keep_ok = {
             c: f"CASE WHEN t.status = 'ok' THEN t.`{c}` ELSE s.`{c}` END"
             for c in CALL_COLUMNS
@@ -115,10 +123,10 @@ class Ledger:
     def _over(self, attempts: str) -> str:
         return "false" if self.give_up_after is None else f"{attempts} >= {self.give_up_after}"
 
-    def _give_up(self, attempts: str, status: str) -> F.Column:
+    def _give_up(self) -> F.Column:
         """A staged row's status: gave_up once its attempts reach ``give_up_after``."""
-        over = F.expr(self._over(attempts.removeprefix("s.")))
-        return F.when((F.col(status) != "ok") & over, F.lit("gave_up")).otherwise(F.col(status))
+        over = (F.col("status") != "ok") & F.expr(self._over("attempts"))
+        return F.when(over, F.lit("gave_up")).otherwise(F.col("status"))
 
     def recover(self) -> int:
         """Merge what earlier runs journaled but never merged, then clear the staging area.

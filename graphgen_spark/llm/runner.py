@@ -316,6 +316,15 @@ def _partition_runner(spec: TaskSpec, program: Program, key: str, columns: list[
     return run
 
 
+@dataclass(frozen=True)
+class Pending:
+    """Rows staged to run: ``path``-all holds them, ``path`` their slices."""
+
+    path: str
+    rows: DataFrame
+    n: int
+
+
 @dataclass
 class _Wave:
     index: int
@@ -340,17 +349,13 @@ class _Budget:
 
     def left(self, summary: ExecutionSummary, inflight: list[_Wave], tasks: int) -> Allowance:
         """What the budget has left after the landed waves and the allowances in flight."""
-
-        def rest(limit: float | None, spent: float, per_task: Any) -> float | None:
-            if limit is None:
-                return None
-            held = sum((getattr(w.allowance, per_task) or 0.0) * tasks for w in inflight)
-            return limit - spent - held
-
         tokens = self.spent[0] + summary.prompt_tokens + summary.completion_tokens
+        cost = self.spent[1] + summary.cost
+        held_tokens = tasks * sum(w.allowance.tokens or 0.0 for w in inflight)
+        held_cost = tasks * sum(w.allowance.cost or 0.0 for w in inflight)
         return Allowance(
-            rest(self.max_tokens, tokens, "tokens"),
-            rest(self.max_cost, self.spent[1] + summary.cost, "cost"),
+            None if self.max_tokens is None else self.max_tokens - tokens - held_tokens,
+            None if self.max_cost is None else self.max_cost - cost - held_cost,
         )
 
     def describe(self) -> str:
@@ -380,24 +385,28 @@ class WaveRunner:
     def __init__(self, spark: SparkSession, cfg: Config, ledger: Ledger, log: Any) -> None:
         self.spark, self.cfg, self.ledger, self.log = spark, cfg, ledger, log
 
-    def run(self, work: LLMWork, rows: DataFrame) -> tuple[ExecutionSummary, DataFrame | None]:
+    def stage(self, rows: DataFrame, stage: str) -> Pending:
+        """Write the rows to run once, so they are counted, inspected (e.g. for the roles
+        they name) and sliced without computing ``rows`` again."""
+        path = f"{self.ledger.staging_root}/pending-{stage}-{uuid.uuid4().hex[:12]}"
+        rows.write.mode("overwrite").parquet(f"{path}-all")
+        staged = self.spark.read.parquet(f"{path}-all")
+        return Pending(path, staged, staged.count())
+
+    def run(self, work: LLMWork, pending: Pending) -> tuple[ExecutionSummary, DataFrame | None]:
+        """Send ``pending`` (from :meth:`stage`) in waves; its staging is removed after."""
         t0 = time.monotonic()
         summary = ExecutionSummary()
-        root = self.ledger.staging_root
-        pending_path = f"{root}/pending-{work.stage}-{uuid.uuid4().hex[:12]}"
         waves: list[str] = []
         try:
-            # written once to count them and slice them without computing ``rows`` twice
-            rows.write.mode("overwrite").parquet(f"{pending_path}-all")
-            all_rows = self.spark.read.parquet(f"{pending_path}-all")
-            n_rows = all_rows.count()
-            if n_rows:
-                self._waves(work, all_rows, n_rows, pending_path, summary, waves)
+            if pending.n:
+                self._waves(work, pending, summary, waves)
         finally:
-            fsutil.delete(self.spark, f"{pending_path}-all")
-            fsutil.delete(self.spark, pending_path)
+            fsutil.delete(self.spark, f"{pending.path}-all")
+            fsutil.delete(self.spark, pending.path)
             t_merge = time.monotonic()
-            self.ledger.merge_journals(waves)
+            # every wave has landed here (the loop waits for those in flight, also on errors)
+            self.ledger.merge_journals(waves, drop=True)
             if waves:
                 self.log.info(
                     "[%s] %d wave(s) merged into llm_calls in %.1f s",
@@ -409,7 +418,6 @@ class WaveRunner:
         outputs = self._outputs(waves, work)
         for path in waves:
             fsutil.delete(self.spark, path)
-            fsutil.delete(self.spark, path + ".journal")
         return summary, outputs
 
     # -- setting up ------------------------------------------------------------------------
@@ -444,31 +452,25 @@ class WaveRunner:
 
     # -- waves -----------------------------------------------------------------------------
     def _waves(
-        self,
-        work: LLMWork,
-        all_rows: DataFrame,
-        n_rows: int,
-        pending_path: str,
-        summary: ExecutionSummary,
-        waves: list[str],
+        self, work: LLMWork, pending: Pending, summary: ExecutionSummary, waves: list[str]
     ) -> None:
         layout = self._layout(work.roles)
         spec = self._task_spec(work.roles, layout.concurrent_tasks)
         per_task = min(lim.concurrency for lim in spec.limits.values())
         plan = WavePlan.for_rows(
-            n_rows,
+            pending.n,
             in_flight=per_task * layout.concurrent_tasks,
             slots=layout.tasks_per_wave,
             calls_per_row=work.calls_per_row,
             wave_seconds=self.cfg.llm.wave_seconds,
             wave_size=self.cfg.llm.wave_size,
         )
-        _write_pending(all_rows, pending_path, work.key, plan.slices, layout, work.probe)
+        _write_pending(pending.rows, pending.path, work.key, plan.slices, layout, work.probe)
         self.log.info(
             "[%s] %d %s to run over %d task(s) per wave, %d wave(s) at once, %d in flight "
             "per task, in %d slice(s) of ~%d; waves of ~%.0f s",
             work.stage,
-            n_rows,
+            pending.n,
             work.unit,
             layout.tasks_per_wave,
             layout.waves_in_flight,
@@ -477,9 +479,8 @@ class WaveRunner:
             plan.slice_rows,
             plan.wave_seconds,
         )
-        loop = _WaveLoop(self, work, spec, layout, plan, summary, waves)
-        loop.pending = self.spark.read.parquet(pending_path)
-        loop.run()
+        sliced = self.spark.read.parquet(pending.path)
+        _WaveLoop(self, work, spec, layout, plan, sliced, summary, waves).run()
 
     def _outputs(self, waves: list[str], work: LLMWork) -> DataFrame | None:
         if work.outputs_path is None:
@@ -524,17 +525,17 @@ class _WaveLoop:
         spec: TaskSpec,
         layout: TaskLayout,
         plan: WavePlan,
+        pending: DataFrame,
         summary: ExecutionSummary,
         waves: list[str],
     ) -> None:
         self.runner, self.work, self.spec, self.layout = runner, work, spec, layout
-        self.plan, self.summary, self.waves = plan, summary, waves
+        self.plan, self.pending, self.summary, self.waves = plan, pending, summary, waves
         self.sc = runner.spark.sparkContext
         self.log = runner.log
         self.budget = runner._budget()
-        self.pending: DataFrame | None = None
         self.inflight: list[_Wave] = []
-        self.merged = 0
+        self.landed: list[str] = []  # waves whose tasks all ended, not yet merged
         self.t0 = time.monotonic()
         self.columns = work.out_schema.fieldNames()
 
@@ -553,8 +554,8 @@ class _WaveLoop:
                         self._finish_one()
                     if time.monotonic() - last_merge > _MERGE_EVERY_S:
                         # a checkpoint: the next wave waits for this merge's Spark jobs
-                        self.runner.ledger.merge_journals(self.waves[self.merged :])
-                        self.merged, last_merge = len(self.waves), time.monotonic()
+                        self.runner.ledger.merge_journals(self.landed, drop=True)
+                        self.landed, last_merge = [], time.monotonic()
                     allowance = self._allowance()
                     if allowance is None:
                         break
@@ -651,17 +652,12 @@ class _WaveLoop:
         finally:
             self.sc.setJobDescription(None)
         self.summary.add_stats(acc.value)
-        self.runner.ledger.merge_journals([path])
-        self.merged = len(self.waves)
-        calls = self.runner.ledger.tables.read("llm_calls").filter(
-            F.col("run_id") == self.spec.run_id
-        )
-        probed = self.pending.filter(F.col("_slice") == -1).select(self.work.key)
-        rows = calls.join(probed, calls.request_id == probed[self.work.key], "left_semi")
-        self.work.probe([r.asDict() for r in rows.collect()])
+        calls = self.runner.ledger.journaled([path])  # merged with the other waves' calls
+        self.work.probe([] if calls is None else [r.asDict() for r in calls.collect()])
         self.log.info("[%s] probe request answered as expected; sending the rest", self.work.stage)
 
     def _land(self, wave: _Wave) -> None:
+        self.landed.append(wave.path)
         stats = wave.acc.value
         self.summary.add_stats(stats)
         self.plan.finished(int(stats.get("rows", 0)), time.monotonic())
