@@ -17,9 +17,12 @@ right, but a corpus full of boiler-plate openings pays for many candidate pairs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pandas as pd
 from pyspark.ml.feature import HashingTF, MinHashLSH
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -91,6 +94,21 @@ def _shingle_udf(size: int):
     return shingle
 
 
+@contextlib.contextmanager
+def _no_broadcast(spark: SparkSession) -> Iterator[None]:
+    """Plan joins without broadcasting. The LSH self-join explodes each side into one row
+    per hash table (128x), but Spark sizes it from the input: read back from a few
+    compressed parquet bytes it is broadcast, and the exploded table overflows the
+    driver (seen as an OOM in generate)."""
+    key = "spark.sql.autoBroadcastJoinThreshold"
+    before = spark.conf.get(key)
+    spark.conf.set(key, "-1")
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
 def _candidate_edges(records: DataFrame, permutations: int, jaccard: float, seed: int) -> DataFrame:
     """``(src, dst)`` pairs, src < dst in the same group, exact Jaccard >= ``jaccard``."""
     tf = HashingTF(inputCol="sh", outputCol="vec", numFeatures=NUM_FEATURES, binary=True)
@@ -152,7 +170,8 @@ def near_duplicate_clusters(
     singletons = ids.select(F.col("id").alias(id_col), F.col("id").alias("cluster_id"))
     if records.where(F.size("sh") > 0).isEmpty():  # MinHashLSH cannot fit on no vector
         return singletons
-    edges = keep(_candidate_edges(records, permutations, jaccard, seed))
+    with _no_broadcast(df.sparkSession):
+        edges = keep(_candidate_edges(records, permutations, jaccard, seed))
     few = edges.limit(LOCAL_MAX_EDGES + 1).collect()
     if not few:
         return singletons
