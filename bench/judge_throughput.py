@@ -353,9 +353,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from graphgen_spark.config import build_config
     from graphgen_spark.ids import h
-    from graphgen_spark.pipeline import stage_function
     from graphgen_spark.session import build_session
     from graphgen_spark.stages.base import StageContext
+    from graphgen_spark.stages.judge import STAGE as JUDGE
     from graphgen_spark.tables import Tables
 
     capacity = args.max_concurrency / (args.latency_ms / 1000.0)
@@ -418,10 +418,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ctx = StageContext(
                 spark, cfg, tables, run_id, None, logging.getLogger("graphgen_spark")
             )
-            judge = stage_function("judge")
             with tl.TimedStage(spark, endpoint) as timed:
                 spark.sparkContext.setJobGroup(JOB_GROUP, "graphgen-spark stage judge")
-                stage_result = judge(ctx)
+                stage_result = JUDGE.run(ctx)
             stage_s = timed.stage_s
             log.info("judge stage: %.1f s, counts %s", stage_s, stage_result.counts)
             stats = endpoint.stats()

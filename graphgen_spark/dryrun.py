@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import Config
-from graphgen_spark.stages.base import StageContext
-from graphgen_spark.stages.extract import calls_per_text
+from graphgen_spark.llm.ledger import Ledger
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext
 
-FREE_STAGES = ("ingest", "chunk", "partition")
 TEMPLATE_TOKENS = 300  # prompt scaffolding per request, a generous round figure
 
 
@@ -30,139 +30,103 @@ class Estimate:
     prompt_tokens: int  # for the fewest requests
     max_completion_tokens: int
     note: str = ""
+    role: str = "synthesizer"
 
-    def cost(self, cfg: Config, role: str) -> tuple[float, float]:
-        ep = getattr(cfg.llm, role)
+    def cost(self, cfg: Config) -> tuple[float, float]:
+        ep = getattr(cfg.llm, self.role)
         low = (self.prompt_tokens + TEMPLATE_TOKENS * self.min_requests) * ep.price_prompt_per_1m
         high = low + self.max_completion_tokens * ep.price_completion_per_1m
         return low / 1e6, high / 1e6
 
 
-def _extract(ctx: StageContext) -> Estimate:
-    t = ctx.tables
-    done = t.read("extractions").filter("status = 'ok'").select("content_hash")
-    texts = (
-        t.read("chunks")
-        .groupBy("content_hash")
-        .agg(F.first("n_tokens").alias("n_tokens"))
-        .join(done, "content_hash", "left_anti")
-    )
-    row = texts.agg(F.count("*").alias("n"), F.sum("n_tokens").alias("tok")).first()
-    n, tok = int(row["n"] or 0), int(row["tok"] or 0)
-    most = calls_per_text(ctx.cfg)
-    return Estimate(
-        "extract",
-        n,
-        n,
-        n * most,
-        tok,
-        n * most * ctx.cfg.llm.synthesizer.max_tokens,
-        f"1..{most} calls per distinct chunk text (gleaning); later turns resend the text",
-    )
-
-
-def _quiz(ctx: StageContext) -> Estimate:
-    from graphgen_spark.stages.quiz import elements
-
-    have = ctx.tables.read("statements").select("element_id", "description_hash").distinct()
-    todo = elements(ctx).join(have, ["element_id", "description_hash"], "left_anti")
-    n = todo.count()
-    tok = todo.select(F.sum(F.length("description"))).first()[0] or 0
-    attempts = ctx.cfg.quiz.max_attempts
-    return Estimate(
-        "quiz",
-        n,
-        n,
-        n * attempts,
-        int(tok) // 3,  # characters / 3 ~ tokens; descriptions are short
-        n * attempts * ctx.cfg.llm.synthesizer.max_tokens,
-        f"one call per element, up to quiz.max_attempts={attempts} when checks fail",
-    )
-
-
-def _judge(ctx: StageContext) -> Estimate:
-    if ctx.cfg.gap_scoring == "off":
-        return Estimate("judge", 0, 0, 0, 0, 0, "gap_scoring is off")
-    judged = (
-        ctx.tables.read("judgements")
-        .filter(F.col("trainee_model") == ctx.cfg.trainee_model())
-        .select("statement_id")
-    )
-    todo = ctx.tables.read("statements").join(judged, "statement_id", "left_anti")
-    n = todo.count()
-    tok = todo.select(F.sum(F.length("text"))).first()[0] or 0
-    return Estimate(
-        "judge",
-        n,
-        n,
-        n,
-        int(tok) // 3,
-        n * ctx.cfg.judge.max_tokens,
-        "one 1-token call per statement (2n per element); statements exist only after quiz",
-    )
-
-
-def _generate(ctx: StageContext) -> list[Estimate]:
-    from graphgen_spark.generate.programs import calls_per_unit
-    from graphgen_spark.stages.generate import mode_batches, mode_units, n_items, pending_units
-
-    out = []
-    for mode in ctx.cfg.generate.modes:
-        todo = pending_units(ctx, mode, mode_units(ctx, mode, mode_batches(ctx, mode)))
-        row = todo.agg(F.count("*").alias("n"), F.sum("prompt_tokens").alias("tok")).first()
-        n, tok = int(row["n"] or 0), int(row["tok"] or 0)
-        steps = 2 if mode in ("aggregated", "cot") else 1
-        checks = n_items(ctx.cfg, mode) if ctx.cfg.generate.qa_check else 0
-        most = calls_per_unit(mode, checks)
-        out.append(
-            Estimate(
-                f"generate:{mode}",
-                n,
-                n * steps,
-                n * most,
-                tok * steps,
-                n * most * ctx.cfg.generate.max_tokens,
-                f"{steps} call(s) per batch, at most {most} with language retries"
-                + (" and answer checks" if checks else ""),
-            )
-        )
+def estimate(ctx: StageContext, stages: list[Stage]) -> list[Estimate]:
+    """One estimate per LLM stage (per group, e.g. generate's modes) the config runs."""
+    out: list[Estimate] = []
+    for stage in stages:
+        if stage.llm is None or stage.skip(ctx.cfg):
+            continue
+        if stage.pending is None:  # its to-do set exists only once earlier stages ran
+            out.append(Estimate(stage.name, 0, 0, 0, 0, 0, stage.llm.note, stage.llm.role))
+            continue
+        todo = stage.pending(ctx)
+        groups = [None] if stage.llm.group is None else _groups(ctx, stage.llm.group)
+        for g in groups:
+            rows = todo if g is None else todo.filter(F.col(stage.llm.group) == g)
+            out.append(_estimate(ctx, stage.name, stage.llm, rows, g))
     return out
 
 
-def estimate(ctx: StageContext, stages: list[str]) -> list[Estimate]:
-    est: list[Estimate] = []
-    if "extract" in stages:
-        est.append(_extract(ctx))
-    if "merge" in stages:
-        est.append(
-            Estimate(
-                "merge",
-                0,
-                0,
-                0,
-                0,
-                0,
-                "summarises only descriptions over merge.summary_threshold tokens: known after "
-                "extract",
-            )
+def _groups(ctx: StageContext, column: str) -> list[str]:
+    """The values a stage estimates apart; generate's ``mode`` is the only group so far."""
+    assert column == "mode", column
+    return list(ctx.cfg.generate.modes)
+
+
+def _estimate(
+    ctx: StageContext, stage: str, llm: LLMDemand, rows: DataFrame, group: str | None
+) -> Estimate:
+    fewest, most = llm.calls(ctx.cfg, group)
+    agg = rows.agg(F.count("*").alias("n"), F.sum(llm.prompt_tokens()).alias("tok")).first()
+    units, tokens = int(agg["n"] or 0), int(agg["tok"] or 0)
+    done = _answered(ctx, stage)
+    if llm.requests is not None:
+        low, high = _request_calls(ctx, llm, rows, done, fewest, most)
+    else:
+        low, high = _conversation_calls(llm, rows, done, fewest, most)
+    return Estimate(
+        stage if group is None else f"{stage}:{group}",
+        units,
+        low,
+        high,
+        tokens * fewest,
+        high * llm.max_tokens(ctx.cfg),
+        llm.note.format(fewest=fewest, most=most),
+        llm.role,
+    )
+
+
+def _answered(ctx: StageContext, stage: str) -> DataFrame:
+    """The stage's calls a run does not send again (the ledger's cache)."""
+    if not ctx.tables.exists("llm_calls"):
+        return ctx.tables.read("llm_calls").select("request_id", "conversation")
+    ledger = Ledger(ctx.spark, ctx.tables, ctx.run_id, ctx.log, None, ctx.cfg.llm.retry_given_up)
+    return ledger.answered().filter(F.col("stage") == stage).select("request_id", "conversation")
+
+
+def _request_calls(
+    ctx: StageContext, llm: LLMDemand, rows: DataFrame, done: DataFrame, fewest: int, most: int
+) -> tuple[int, int]:
+    """One-shot stages send each distinct first request not answered before (units with
+    the same prompt share one), then up to ``most`` attempts of it."""
+    assert llm.requests is not None
+    reqs = llm.requests(ctx, rows).select("request_id").distinct()
+    n = reqs.join(done, "request_id", "left_anti").count()
+    return n * fewest, n * most
+
+
+def _conversation_calls(
+    llm: LLMDemand, rows: DataFrame, done: DataFrame, fewest: int, most: int
+) -> tuple[int, int]:
+    """A replayed conversation pays only for turns not answered before."""
+    key = llm.key
+    turns = done.select(F.col("conversation").alias(key)).join(rows.select(key), key, "left_semi")
+    n = F.coalesce(F.col("_answered"), F.lit(0))
+    agg = (
+        rows.join(turns.groupBy(key).agg(F.count("*").alias("_answered")), key, "left")
+        .agg(
+            F.sum(F.greatest(F.lit(fewest) - n, F.lit(0))).alias("low"),
+            F.sum(F.greatest(F.lit(most) - n, F.lit(0))).alias("high"),
         )
-    if "quiz" in stages and ctx.cfg.gap_scoring == "on":
-        est.append(_quiz(ctx))
-    if "judge" in stages:
-        est.append(_judge(ctx))
-    if "generate" in stages:
-        est += _generate(ctx)
-    return est
-
-
-ROLE = {"judge": "trainee"}
+        .first()
+    )
+    return int(agg["low"] or 0), int(agg["high"] or 0)
 
 
 def render(cfg: Config, estimates: list[Estimate]) -> str:
     head = f"{'stage':<26}{'units':>9}{'requests':>19}{'prompt tok':>13}{'cost':>21}  note"
     lines = ["DRY RUN: nothing was sent to any endpoint", head, "-" * len(head)]
     for e in estimates:
-        low, high = e.cost(cfg, ROLE.get(e.stage, "synthesizer"))
+        low, high = e.cost(cfg)
         reqs = f"{e.min_requests}..{e.max_requests}"
         lines.append(
             f"{e.stage:<26}{e.units:>9}{reqs:>19}{e.prompt_tokens:>13}"

@@ -1,17 +1,14 @@
 """Runs the stages in order and records each run in the ``runs`` table.
 
-The stage list is the pipeline (method.md §1); later issues append extract, merge, quiz,
-judge, partition, generate, export, evaluate. A failed stage marks the run failed with its
-error; running the same command again resumes (every stage is a keyed MERGE and every LLM
-call is cached).
+``STAGES`` is the pipeline (method.md §1): the declared stage objects, imported, in
+order. A failed stage marks the run failed with its error; running the same command again
+resumes (every stage is a keyed MERGE and every LLM call is cached).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,39 +19,56 @@ from graphgen_spark.ids import h
 from graphgen_spark.lease import Lease
 from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages import (
+    chunk,
+    evaluate,
+    export,
+    extract,
+    generate,
+    ingest,
+    judge,
+    merge,
+    partition,
+    quiz,
+)
+from graphgen_spark.stages.base import Stage, StageContext, sweep_scratch
 from graphgen_spark.tables import SCHEMAS, Tables
 
-# stage name -> module under graphgen_spark.stages exposing run(ctx) -> StageResult
-STAGES: tuple[str, ...] = (
-    "ingest",
-    "chunk",
-    "extract",
-    "merge",
-    "quiz",
-    "judge",
-    "partition",
-    "generate",
-    "export",
-    "evaluate",
+STAGES: tuple[Stage, ...] = (
+    ingest.STAGE,
+    chunk.STAGE,
+    extract.STAGE,
+    merge.STAGE,
+    quiz.STAGE,
+    judge.STAGE,
+    Stage(  # TODO(i14-partition): declared in stages/partition.py once its refactor lands
+        "partition",
+        partition.run,
+        reads=("entities", "relations", "gap_scores", "subgraphs"),
+        writes=("subgraphs",),
+    ),
+    generate.STAGE,
+    export.STAGE,
+    evaluate.STAGE,
 )
+NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
 log = logging.getLogger("graphgen_spark")
 
 
-def stage_function(name: str) -> Callable[[StageContext], StageResult]:
-    return importlib.import_module(f"graphgen_spark.stages.{name}").run
+def stage_named(name: str) -> Stage:
+    return STAGES[NAMES.index(name)]
 
 
 def select_stages(spec: str | None) -> list[str]:
     """Parse ``--stages a,b``; unknown names are a clear error listing the allowed ones."""
     if not spec:
-        return list(STAGES)
+        return list(NAMES)
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in NAMES]
     if unknown:
-        raise ConfigError(f"--stages: unknown stage(s) {unknown}; allowed: {', '.join(STAGES)}")
-    return [s for s in STAGES if s in names]
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; allowed: {', '.join(NAMES)}")
+    return [s for s in NAMES if s in names]
 
 
 def _now() -> datetime:
@@ -75,7 +89,7 @@ def run_pipeline(
     master: str | None = None,
 ) -> str:
     """Run the selected stages; returns the run id."""
-    stages = stages or list(STAGES)
+    stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
     tables = Tables(spark, output_dir, cfg.tables.catalog, cfg.tables.db_schema)
     started = _now()
@@ -93,39 +107,20 @@ def run_pipeline(
         "stage_stats": [],
     }
     with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
+        for path in sweep_scratch(spark, tables.output_dir):
+            log.info("removed scratch a stopped run left: %s", path)
         _write_run(tables, run)
         _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)
     return run_id
 
 
 def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
-    spark, tables, run_id, stages = ctx.spark, ctx.tables, ctx.run_id, run["stages"]
+    tables, run_id, stages = ctx.tables, ctx.run_id, run["stages"]
     log.info("run %s: stages %s -> %s", run_id[:12], ",".join(stages), tables.location("*"))
     try:
         for name in stages:
-            t0 = time.monotonic()
-            log.info("stage %s: started", name)
-            spark.sparkContext.setJobGroup(f"stage-{name}", f"graphgen-spark stage {name}")
-            result = stage_function(name)(ctx)
-            seconds = time.monotonic() - t0
-            run["stage_stats"].append(
-                {
-                    "stage": name,
-                    "status": "ok",
-                    "seconds": seconds,
-                    "counts": {k: int(v) for k, v in result.counts.items()},
-                    "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens,
-                    "cost": result.cost,
-                }
-            )
-            log.info(
-                "stage %s: done in %.1f s %s",
-                name,
-                seconds,
-                " ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v)
-                or "(nothing to do)",
-            )
+            stats = _run_stage(stage_named(name), ctx)
+            run["stage_stats"].append(stats)
             _write_run(tables, run)
         run["status"] = "ok"
     except BaseException as exc:
@@ -136,6 +131,35 @@ def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
         run["finished_at"] = _now()
         _write_run(tables, run)
         _report(cfg, tables, run_id)
+
+
+def _run_stage(stage: Stage, ctx: StageContext) -> dict:
+    """Run one stage (or log why its config skips it); its ``stage_stats`` entry."""
+    name = stage.name
+    skipped = stage.skip(ctx.cfg)
+    if skipped:
+        log.info("stage %s: skipped: %s", name, skipped)
+        return {"stage": name, "status": "skipped", "seconds": 0.0, "counts": {}, "cost": 0.0}
+    t0 = time.monotonic()
+    log.info("stage %s: started", name)
+    ctx.spark.sparkContext.setJobGroup(f"stage-{name}", f"graphgen-spark stage {name}")
+    result = stage.run(ctx)
+    seconds = time.monotonic() - t0
+    log.info(
+        "stage %s: done in %.1f s %s",
+        name,
+        seconds,
+        " ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v) or "(nothing to do)",
+    )
+    return {
+        "stage": name,
+        "status": "ok",
+        "seconds": seconds,
+        "counts": {k: int(v) for k, v in result.counts.items()},
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "cost": result.cost,
+    }
 
 
 def _report(cfg: Config, tables: Tables, run_id: str) -> None:
@@ -160,13 +184,13 @@ def dry_run(
     master: str | None = None,
 ):
     """Run the free stages of the selection, then estimate the LLM stages (nothing sent)."""
-    from graphgen_spark.dryrun import FREE_STAGES, estimate
+    from graphgen_spark.dryrun import estimate
 
-    stages = stages or list(STAGES)
+    stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
-    free = [s for s in stages if s in FREE_STAGES]
+    free = [s for s in stages if stage_named(s).llm is None]
     if free:
         run_pipeline(cfg, input_path, output_dir, free, spark=spark)
     tables = Tables(spark, output_dir, cfg.tables.catalog, cfg.tables.db_schema)
     ctx = StageContext(spark, cfg, tables, "dry-run", str(input_path) if input_path else None, log)
-    return estimate(ctx, stages)
+    return estimate(ctx, [stage_named(s) for s in stages])

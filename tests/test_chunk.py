@@ -92,8 +92,8 @@ def _run_both(spark, root: Path, src: Path, size: int, overlap: int):
     cfg = build_config({"chunk": {"size": size, "overlap": overlap}}, env=False)
     tables = Tables(spark, root / "out")
     ctx = StageContext(spark, cfg, tables, "run-1", input_path=str(src))
-    ingest.run(ctx)
-    return ctx, tables, chunk.run(ctx)
+    ingest.STAGE.run(ctx)
+    return ctx, tables, chunk.STAGE.run(ctx)
 
 
 def _assert_chunks_match_documents(tables: Tables, size: int, overlap: int):
@@ -143,7 +143,7 @@ def test_chunk_stage_end_to_end_and_rerun(spark, tmp_path):
     assert len(got[by_name["andes.md"]["doc_id"]]) == 5  # 121 tokens, stride 28
 
     version = tables.version("chunks")
-    again = chunk.run(ctx)
+    again = chunk.STAGE.run(ctx)
     assert again.counts == {"documents_chunked": 0, "chunks_produced": 0, "chunks_written": 0}
     assert tables.version("chunks") == version
 

@@ -177,11 +177,11 @@ def test_evaluate_stage_end_to_end(spark, tables):
     cfg = build_config({}, env=False)
     ctx = StageContext(spark, cfg, tables, run_id="eval-run")
     # no qa table yet: nothing to do, no crash, nothing written
-    assert E.run(ctx).counts["qa_evaluated"] == 0
+    assert E.STAGE.run(ctx).counts["qa_evaluated"] == 0
     assert not tables.exists("qa_metrics")
 
     tables.merge("qa", spark.createDataFrame(QA_ROWS, SCHEMAS["qa"]))
-    res = E.run(ctx)
+    res = E.STAGE.run(ctx)
     assert res.counts["qa_evaluated"] == 5 and res.counts["modes"] == 2
 
     items = {r["qa_id"]: r for r in tables.read("qa_item_metrics").collect()}
@@ -208,6 +208,6 @@ def test_evaluate_stage_end_to_end(spark, tables):
 
     # rerun on unchanged qa: both MERGEs change nothing, so no new Delta version
     versions = tables.version("qa_item_metrics"), tables.version("qa_metrics")
-    again = E.run(ctx)
+    again = E.STAGE.run(ctx)
     assert again.counts["item_metrics_written"] == 0 and again.counts["metrics_written"] == 0
     assert (tables.version("qa_item_metrics"), tables.version("qa_metrics")) == versions

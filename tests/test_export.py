@@ -216,7 +216,7 @@ def test_all_formats_with_system_prompt_and_metadata(spark, tables):
         system_prompt=SYSTEM,
         include_metadata=True,
     )
-    result = export_stage.run(ctx)
+    result = export_stage.STAGE.run(ctx)
 
     folder = export_folder(tables)
     names = {f"{m}.{f}.jsonl" for m in MODES for f in ("alpaca", "sharegpt", "chatml")}
@@ -243,7 +243,7 @@ def test_all_formats_with_system_prompt_and_metadata(spark, tables):
     assert result.counts["files_written"] == len(names)
 
     # include_flagged: the duplicate and unsupported rows join their files (rewritten in place)
-    result = export_stage.run(make_ctx(spark, tables, include_flagged=True))
+    result = export_stage.STAGE.run(make_ctx(spark, tables, include_flagged=True))
     for mode in ("atomic", "multi_hop"):
         rows = sorted(
             [r for r, _, _ in CASES if r["mode"] == mode]
@@ -263,7 +263,7 @@ def test_split_is_deterministic_disjoint_and_rerun_identical(spark, tables, tmp_
     ctx = make_ctx(
         spark, tables, formats=["alpaca"], include_metadata=True, validation_fraction=0.3
     )
-    result = export_stage.run(ctx)
+    result = export_stage.STAGE.run(ctx)
     folder = export_folder(tables)
     first = snapshot(folder)
     assert set(first) == {
@@ -280,14 +280,14 @@ def test_split_is_deterministic_disjoint_and_rerun_identical(spark, tables, tmp_
         assert result.counts[f"{mode}_validation"] == len(val)
         assert result.counts[f"{mode}_train"] == len(train)
 
-    export_stage.run(ctx)  # rerun: byte-identical files
+    export_stage.STAGE.run(ctx)  # rerun: byte-identical files
     assert snapshot(folder) == first
 
     # the object-store path (Spark text write + Hadoop move) writes the same bytes
     remote = f"file://{tmp_path}/remote/export"
     monkeypatch.setattr(export_stage, "export_dir", lambda ctx: remote)
     monkeypatch.setattr(export_stage, "local_path", lambda path: None)
-    export_stage.run(ctx)
+    export_stage.STAGE.run(ctx)
     assert snapshot(tmp_path / "remote" / "export") == first
     assert not list((tmp_path / "remote" / "export").glob("_tmp-*"))
 
@@ -317,7 +317,7 @@ def test_decontamination_drops_shared_13_grams(spark, tables, tmp_path):
     ]
     evaluation.write_text("\n".join(json.dumps(i, ensure_ascii=False) for i in items) + "\n\n")
     ctx = make_ctx(spark, tables, decontaminate_against=str(evaluation))
-    result = export_stage.run(ctx)
+    result = export_stage.STAGE.run(ctx)
 
     folder = export_folder(tables)
     en, zh = CASES[0][0], CASES[1][0]
@@ -370,5 +370,5 @@ def test_eval_file_formats(spark, tmp_path):
 def test_missing_eval_file_names_the_key(spark, tables, tmp_path):
     ctx = make_ctx(spark, tables, decontaminate_against=str(tmp_path / "nope.jsonl"))
     with pytest.raises(ConfigError, match="export.decontaminate_against.*not found"):
-        export_stage.run(ctx)
+        export_stage.STAGE.run(ctx)
     assert not (export_folder(tables) / "atomic.chatml.jsonl").exists()

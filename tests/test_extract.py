@@ -25,19 +25,15 @@ from graphgen_spark.stages.extract import (
     normalise,
     union_new,
 )
+from graphgen_spark.stages.extract import (
+    STAGE as EXTRACT,
+)
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import SCHEMAS, Tables
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TYPES = {*DEFAULT_ENTITY_TYPES, "other"}
-OUTPUT_TABLES = (
-    "extractions",
-    "entity_mentions",
-    "relation_mentions",
-    "mentioned_chunks",
-    "quarantine",
-    "llm_calls",
-)
+OUTPUT_TABLES = EXTRACT.writes
 
 
 def make_cfg(url: str, llm: dict | None = None, **extract):

@@ -14,9 +14,10 @@ from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.gap.calibration import calibrate
 from graphgen_spark.ids import h
 from graphgen_spark.llm.client import RetryPolicy
+from graphgen_spark.pipeline import _run_stage
 from graphgen_spark.stages.base import StageContext
-from graphgen_spark.stages.judge import run as judge_run
-from graphgen_spark.stages.quiz import run as quiz_run
+from graphgen_spark.stages.judge import STAGE as JUDGE
+from graphgen_spark.stages.quiz import STAGE as QUIZ
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import SCHEMAS, Tables
 
@@ -143,18 +144,18 @@ def scored(spark, tmp_path_factory):
     script.write_text(json.dumps({"rules": rules}))
     with StandinServer(StandinOptions(script=str(script)), announce=False) as server:
         before = locally_checkpointed(spark)
-        quiz = quiz_run(ctx(spark, tables, server.base_url))
+        quiz = QUIZ.run(ctx(spark, tables, server.base_url))
         shutil.copytree(tmp / "out", tmp / "quizzed")  # for the hostile trainee below
-        judge_a = judge_run(
+        judge_a = JUDGE.run(
             ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})
         )
         calls = server.stats()["requests_total"]
         again = (
-            quiz_run(ctx(spark, tables, server.base_url)),
-            judge_run(ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})),
+            QUIZ.run(ctx(spark, tables, server.base_url)),
+            JUDGE.run(ctx(spark, tables, server.base_url, judge={"max_unjudged_fraction": 0.5})),
         )
         calls_again = server.stats()["requests_total"]
-        judge_b = judge_run(ctx(spark, tables, server.base_url, trainee="trainee-b"))
+        judge_b = JUDGE.run(ctx(spark, tables, server.base_url, trainee="trainee-b"))
         checkpointed = locally_checkpointed(spark) - before
     return {
         "quizzed": tmp / "quizzed",
@@ -263,12 +264,12 @@ def test_reruns_make_no_calls_and_two_trainees_sit_side_by_side(scored):
 def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
     graph(spark, tables)
     with StandinServer(StandinOptions(no_logprobs=True), announce=False) as server:
-        quiz_run(ctx(spark, tables, server.base_url))
+        QUIZ.run(ctx(spark, tables, server.base_url))
         quiz_calls = server.stats()["requests_total"]
         with pytest.raises(
             ConfigError, match=r"returned no chat logprobs.*gap_scoring: off"
         ) as err:
-            judge_run(ctx(spark, tables, server.base_url))
+            JUDGE.run(ctx(spark, tables, server.base_url))
         assert server.base_url in str(err.value) and "trainee-a" in str(err.value)
         assert tables.read("judgements").count() == 0
         # the first statement went alone (resent as the same request before it counts as
@@ -277,8 +278,9 @@ def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
         assert [(c["status"], c["error_kind"]) for c in sent] == [("failed", "no_logprobs")]
         resends = RetryPolicy().same_request_retries
         assert server.stats()["requests_total"] - quiz_calls == 1 + resends
-        off = judge_run(ctx(spark, tables, server.base_url, gap_scoring="off"))
-        assert off.counts == {"gap_scoring_off": 1}
+        before = server.stats()["requests_total"]
+        off = _run_stage(JUDGE, ctx(spark, tables, server.base_url, gap_scoring="off"))
+        assert off["status"] == "skipped" and server.stats()["requests_total"] == before
 
 
 def test_reliability_diagram_and_before_after_comparison(scored):
@@ -323,7 +325,7 @@ def hostile(spark, scored, tmp_path_factory):
     tables = Tables(spark, scored["quizzed"])
     script = write_script(tmp_path_factory.mktemp("hostile") / "rules.json", SCRIPT_C)
     with StandinServer(StandinOptions(script=script), announce=False) as server:
-        result = judge_run(ctx(spark, tables, server.base_url, trainee="trainee-c"))
+        result = JUDGE.run(ctx(spark, tables, server.base_url, trainee="trainee-c"))
     return tables, result
 
 

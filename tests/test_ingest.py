@@ -150,7 +150,7 @@ def _ingested(spark, tmp_path_factory, name: str, make_input):
     root = tmp_path_factory.mktemp(name).resolve()
     src = make_input(root)
     tables = Tables(spark, root / "out")
-    result = ingest.run(_ctx(spark, tables, src, max_doc_chars=1000, id_field="id"))
+    result = ingest.STAGE.run(_ctx(spark, tables, src, max_doc_chars=1000, id_field="id"))
     return root, src, tables, result
 
 
@@ -272,7 +272,7 @@ def test_counts(mixed):
 def test_rerun_changes_nothing_then_new_source_is_unioned(spark, mixed):
     tables: Tables = mixed["tables"]
     versions = (tables.version("documents"), tables.version("quarantine"))
-    again = ingest.run(
+    again = ingest.STAGE.run(
         _ctx(spark, tables, mixed["src"], "run-2", max_doc_chars=1000, id_field="id")
     )
     assert (tables.version("documents"), tables.version("quarantine")) == versions
@@ -284,7 +284,7 @@ def test_rerun_changes_nothing_then_new_source_is_unioned(spark, mixed):
     extra = mixed["root"] / "extra"
     extra.mkdir()
     (extra / "copy.txt").write_text(SHARED, encoding="utf-8")
-    res = ingest.run(_ctx(spark, tables, extra / "copy.txt", "run-3"))
+    res = ingest.STAGE.run(_ctx(spark, tables, extra / "copy.txt", "run-3"))
     assert res.counts["documents_written"] == 0 and res.counts["documents_updated"] == 1
     row = tables.read("documents").filter(f"doc_id = '{h(SHARED)}'").first().asDict(recursive=True)
     assert [s["source"] for s in row["sources"]] == [
@@ -309,7 +309,7 @@ def test_delta_path_and_table_name_inputs(spark, tmp_path):
     df.withColumnRenamed("n", "n.`x`").createOrReplaceTempView("gg_ingest_view")
 
     tables = Tables(spark, tmp_path / "out")
-    res = ingest.run(
+    res = ingest.STAGE.run(
         _ctx(spark, tables, delta_path, format="table", text_field="body", id_field="key")
     )
     assert res.counts["documents_read"] == 2 and res.counts["quarantined_missing_text"] == 1
@@ -357,7 +357,7 @@ def test_shared_samples(spark, tmp_path, shared_data):
     for name in ("raw_demo.jsonl", "chunked_demo.json", "txt_demo.txt"):
         shutil.copy(shared_data / name, src / name)
     tables = Tables(spark, tmp_path / "out")
-    res = ingest.run(_ctx(spark, tables, src))
+    res = ingest.STAGE.run(_ctx(spark, tables, src))
     # 4 lines + 4 pre-chunked lists + 1 file; each jsonl line equals one single-part list
     assert res.counts["documents_read"] == 9 and res.counts["quarantined"] == 0
     docs = tables.read("documents").collect()
@@ -589,7 +589,7 @@ def test_twenty_thousand_small_files(spark, tmp_path):
         _small_file(folder / f"f{i}.{fmt}", fmt, f"Small document number {i}.")
     tables = Tables(spark, tmp_path / "out")
     started = time.monotonic()
-    res = ingest.run(_ctx(spark, tables, src))
+    res = ingest.STAGE.run(_ctx(spark, tables, src))
     elapsed = time.monotonic() - started
     print(f"ingest of {n} small files: {elapsed:.1f} s")
     assert (res.counts["documents_read"], res.counts["quarantined"]) == (n, 0)

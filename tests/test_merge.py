@@ -9,7 +9,7 @@ from graphgen_spark.config import build_config
 from graphgen_spark.ids import h
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.stages.base import StageContext
-from graphgen_spark.stages.merge import run as merge_run
+from graphgen_spark.stages.merge import STAGE as MERGE
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import SCHEMAS
 
@@ -138,7 +138,7 @@ def by_key(tables, name, key):
 def test_merge_rules_give_exact_rows(spark, graph_tables):
     tables = graph_tables
     with StandinServer(StandinOptions(), announce=False) as server:
-        result = merge_run(ctx_for(spark, tables, server))
+        result = MERGE.run(ctx_for(spark, tables, server))
         summary_calls = server.stats()["completions_ok"]
     ents = {r["key"]: r for r in by_key(tables, "entities", "entity_id").values()}
     bee = ents["apis mellifera"]
@@ -188,10 +188,10 @@ def test_merge_rules_give_exact_rows(spark, graph_tables):
 def test_rerun_rewrites_nothing_and_new_mentions_touch_only_their_rows(spark, graph_tables):
     tables = graph_tables
     with StandinServer(StandinOptions(), announce=False) as server:
-        merge_run(ctx_for(spark, tables, server))
+        MERGE.run(ctx_for(spark, tables, server))
         before = by_key(tables, "entities", "entity_id")
         calls = server.stats()["requests_total"]
-        again = merge_run(ctx_for(spark, tables, server))
+        again = MERGE.run(ctx_for(spark, tables, server))
         assert server.stats()["requests_total"] == calls  # the summary is cached
         assert again.counts["entities_inserted"] == again.counts["entities_updated"] == 0
         assert again.counts["relations_inserted"] == again.counts["relations_updated"] == 0
@@ -204,7 +204,7 @@ def test_rerun_rewrites_nothing_and_new_mentions_touch_only_their_rows(spark, gr
                 SCHEMAS["entity_mentions"],
             ),
         )
-        third = merge_run(ctx_for(spark, tables, server))
+        third = MERGE.run(ctx_for(spark, tables, server))
     assert third.counts["entities_updated"] == 1 and third.counts["entities_inserted"] == 0
     after = by_key(tables, "entities", "entity_id")
     changed = [k for k in after if after[k] != before[k]]
@@ -215,7 +215,7 @@ def test_rerun_rewrites_nothing_and_new_mentions_touch_only_their_rows(spark, gr
 def test_drop_policy_quarantines_relations_with_unknown_endpoints(spark, graph_tables):
     tables = graph_tables
     with StandinServer(StandinOptions(), announce=False) as server:
-        result = merge_run(ctx_for(spark, tables, server, unknown_endpoints="drop"))
+        result = MERGE.run(ctx_for(spark, tables, server, unknown_endpoints="drop"))
     assert result.counts["quarantined_unknown_endpoint"] == 1
     assert h("varroa") not in by_key(tables, "entities", "entity_id")
     assert len(by_key(tables, "relations", "edge_id")) == 1
@@ -237,7 +237,7 @@ def test_long_inputs_are_summarised_in_groups_never_truncated(spark, tables):
     )
     with StandinServer(StandinOptions(), announce=False) as server:
         run_ctx = ctx_for(spark, tables, server, summary_max_input=200)
-        merge_run(run_ctx)
+        MERGE.run(run_ctx)
         calls = server.stats()["completions_ok"]
     hive = tables.read("entities").first()
     assert hive["summarised"] is True and hive["summary_levels"] >= 2

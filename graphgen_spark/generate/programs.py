@@ -23,7 +23,7 @@ from graphgen_spark.prompts.generate import (
     qa_check_messages,
 )
 
-STAGE = "generate"
+NAME = "generate"
 
 
 class _StepFailed(Exception):
@@ -58,7 +58,7 @@ def make_program(cfg: Config, mode: str) -> Program:
     def request(messages: list[dict], model: type[BaseModel]) -> dict:
         return request_row(
             cfg,
-            STAGE,
+            NAME,
             "synthesizer",
             messages,
             model,
@@ -167,7 +167,12 @@ async def _generate(mode, row, ask, ids, msgs, step, lang) -> list[dict]:
     return items[: int(row["n_items"])]
 
 
-def calls_per_unit(mode: str, checks: int = 0) -> int:
-    """The most calls one unit can take (two steps, each with one language retry; plus one
-    answer check per item when ``generate.qa_check`` is on)."""
-    return (4 if mode in ("aggregated", "cot") else 2) + checks
+TWO_STEP = ("aggregated", "cot")  # modes whose QA takes two chained calls
+
+
+def calls_per_unit(mode: str, checks: int = 0) -> tuple[int, int]:
+    """The fewest and most calls one unit takes: one per step (two in ``TWO_STEP``
+    modes), each step at most twice (one language retry), plus one answer check per item
+    when ``generate.qa_check`` is on."""
+    steps = 2 if mode in TWO_STEP else 1
+    return steps + checks, 2 * steps + checks

@@ -1,17 +1,33 @@
-"""What every stage receives and returns.
+"""What every stage is, receives and returns.
 
-A stage is a function ``run(ctx) -> StageResult``: it reads its input tables with Spark,
-transforms them with DataFrame operations (LLM calls only through :mod:`graphgen_spark.llm`)
-and MERGEs its output into its Delta table. The driver never collects a corpus-sized set.
+A stage is one declared :class:`Stage`: its name, the tables it reads and MERGEs into, its
+to-do set (``pending``), the LLM work it declares (``llm``) and the function that does the
+work (``body``). It reads its input tables with Spark, transforms them with DataFrame
+operations (LLM calls only through :mod:`graphgen_spark.llm`) and MERGEs its output into
+its Delta tables. The driver never collects a corpus-sized set. ``pipeline.STAGES`` is
+the tuple of every stage object; the dry run reads ``pending`` and ``llm`` of the same
+objects, so what it counts is what the stage then sends.
+
+Keeping a DataFrame from being computed twice, one rule:
+
+* ``ctx.scratch.materialise(df)``: anything derived from LLM answers, and any
+  intermediate a stage reads more than once. Parquet in the stage's scratch folder on the
+  output's storage survives a lost executor; the pipeline deletes the folder when the
+  stage ends, also on errors and budget stops.
+* ``localCheckpoint``: never on a stage's path (its blocks die with their executor); only
+  the default ``keep`` of graph engines called outside a stage (tests, benches).
+* ``persist``: only for small, cheap, deterministic frames read by a few actions in a row
+  (export's rendered lines), unpersisted before the stage returns.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from graphgen_spark.config import Config
 from graphgen_spark.llm.work import ExecutionSummary
@@ -26,6 +42,7 @@ class StageContext:
     run_id: str
     input_path: str | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("graphgen_spark"))
+    scratch: Scratch = field(default_factory=lambda: _NO_SCRATCH)
 
 
 @dataclass
@@ -53,7 +70,8 @@ class StageResult:
 
 
 class Scratch:
-    """A stage's private staging folder under ``DIR/_staging``.
+    """A stage's private staging folder under ``DIR/_staging``, opened and cleaned by
+    :meth:`Stage.run`.
 
     ``materialise`` writes a DataFrame once and reads it back, so anything derived from LLM
     answers is never re-evaluated (method.md §1 rule 2; the Spark form of GraphGen #141).
@@ -74,3 +92,81 @@ class Scratch:
         from graphgen_spark import fsutil
 
         fsutil.delete(self.spark, self.path)
+
+
+def sweep_scratch(spark: SparkSession, output_dir: str) -> list[str]:
+    """Remove the scratch folders a killed run left; returns them. Called under the run
+    lease, so no other run is using one. The LLM journals (``_staging/llm_calls``) stay:
+    recovery merges them into ``llm_calls``."""
+    from graphgen_spark import fsutil
+
+    left = [
+        p
+        for p in fsutil.list_dirs(spark, f"{output_dir.rstrip('/')}/_staging")
+        if p.rstrip("/").rsplit("/", 1)[-1] != "llm_calls"
+    ]
+    for path in left:
+        fsutil.delete(spark, path)
+    return left
+
+
+class _NoScratch(Scratch):
+    """``ctx.scratch`` outside :meth:`Stage.run`: using it is a programming error."""
+
+    def __init__(self) -> None:
+        self.path, self.step = "", 0
+
+    def materialise(self, df: DataFrame) -> DataFrame:
+        raise RuntimeError("ctx.scratch is opened by Stage.run(ctx); call the stage object")
+
+    def cleanup(self) -> None:
+        pass
+
+
+_NO_SCRATCH = _NoScratch()
+
+
+@dataclass(frozen=True)
+class LLMDemand:
+    """What a stage asks of an endpoint per unit of its to-do set: the dry run's input.
+
+    ``key`` names a unit (a column of ``pending``). ``calls`` gives the fewest and most
+    calls of one unit (per ``group`` value, e.g. a mode). One-shot stages give
+    ``requests``, the first request of each pending unit; the dry run subtracts those
+    answered before. Conversation stages key their conversations by ``key``; the dry run
+    subtracts each conversation's turns answered before.
+    """
+
+    role: str
+    key: str
+    calls: Callable[[Config, str | None], tuple[int, int]]
+    prompt_tokens: Callable[[], Column]
+    max_tokens: Callable[[Config], int]
+    note: str  # may name {fewest} and {most}
+    requests: Callable[[StageContext, DataFrame], DataFrame] | None = None
+    group: str | None = None
+
+
+def _never(cfg: Config) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline, declared (see the module docstring)."""
+
+    name: str
+    body: Callable[[StageContext], StageResult]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    pending: Callable[[StageContext], DataFrame] | None = None
+    llm: LLMDemand | None = None
+    skip: Callable[[Config], str | None] = _never  # why this config skips the stage
+
+    def run(self, ctx: StageContext) -> StageResult:
+        """Run the stage with its own scratch folder, removed however the stage ends."""
+        scratch = Scratch(ctx, self.name)
+        try:
+            return self.body(replace(ctx, scratch=scratch))
+        finally:
+            scratch.cleanup()

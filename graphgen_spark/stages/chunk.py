@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from graphgen_spark.ids import h
 from graphgen_spark.language import main_language
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, MergeResult
 from graphgen_spark.tokenizer import TokenSpans, count_tokens
 
@@ -110,7 +110,7 @@ def pending_documents(ctx: StageContext) -> DataFrame:
     return docs.join(done, "doc_id", "left_anti")
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     c = ctx.cfg.chunk
     n_parts = int(ctx.spark.conf.get("spark.sql.shuffle.partitions", "8"))
     chunks = (
@@ -134,3 +134,8 @@ def run(ctx: StageContext) -> StageResult:
     }
     ctx.log.info("chunk: %s", counts)
     return StageResult(counts=counts)
+
+
+STAGE = Stage(
+    "chunk", _run, reads=("documents", "chunks"), writes=("chunks",), pending=pending_documents
+)

@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from graphgen_spark.evaluate.lexical import content_tokens, mtld, ngram_keys, word_tokens
 from graphgen_spark.evaluate.near_dup import near_duplicate_clusters
 from graphgen_spark.language import main_language
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
 
@@ -137,50 +137,47 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     cfg, tables = ctx.cfg.eval, ctx.tables
     n_parts = int(ctx.spark.conf.get("spark.sql.shuffle.partitions", "8"))
-    scratch = Scratch(ctx, "evaluate")
-    try:
-        items = scratch.materialise(
-            ok_qa(ctx)
-            .repartition(n_parts, "qa_id")  # spread tokenising over the executors
-            .mapInPandas(_featurizer(cfg), ITEM_SCHEMA)
-        )
-        n_qa = items.count()
-        if not n_qa and not tables.exists("qa_item_metrics"):
-            ctx.log.info("evaluate: no QA with status ok")
-            return StageResult(counts={"qa_evaluated": 0, "modes": 0})
-        nd = cfg.near_dup
-        clusters = near_duplicate_clusters(
-            items,
-            "qa_id",
-            "text",
-            None,
-            nd.shingle,
-            nd.permutations,
-            nd.jaccard,
-            group_col="mode",
-            seed=ctx.cfg.run.seed,
-            keep=scratch.materialise,
-        )
-        per_item = scratch.materialise(
-            items.join(clusters.withColumnRenamed("cluster_id", "near_dup_cluster"), "qa_id")
-            .withColumn("run_id", F.lit(ctx.run_id))
-            .select(*SCHEMAS["qa_item_metrics"].fieldNames())
-        )
-        item_res = tables.merge(
-            "qa_item_metrics", per_item, update_when=ITEM_CHANGED, delete_missing_where="true"
-        )
-        rows = mode_metrics(items, per_item, ctx.run_id).collect()  # one row per mode
-        metrics_res = tables.merge(
-            "qa_metrics",
-            ctx.spark.createDataFrame(rows, SCHEMAS["qa_metrics"]),
-            update_when=METRICS_CHANGED,
-            delete_missing_where=f"t.run_id = {_sql_str(ctx.run_id)}",
-        )
-    finally:
-        scratch.cleanup()
+    scratch = ctx.scratch
+    items = scratch.materialise(
+        ok_qa(ctx)
+        .repartition(n_parts, "qa_id")  # spread tokenising over the executors
+        .mapInPandas(_featurizer(cfg), ITEM_SCHEMA)
+    )
+    n_qa = items.count()
+    if not n_qa and not tables.exists("qa_item_metrics"):
+        ctx.log.info("evaluate: no QA with status ok")
+        return StageResult(counts={"qa_evaluated": 0, "modes": 0})
+    nd = cfg.near_dup
+    clusters = near_duplicate_clusters(
+        items,
+        "qa_id",
+        "text",
+        None,
+        nd.shingle,
+        nd.permutations,
+        nd.jaccard,
+        group_col="mode",
+        seed=ctx.cfg.run.seed,
+        keep=scratch.materialise,
+    )
+    per_item = scratch.materialise(
+        items.join(clusters.withColumnRenamed("cluster_id", "near_dup_cluster"), "qa_id")
+        .withColumn("run_id", F.lit(ctx.run_id))
+        .select(*SCHEMAS["qa_item_metrics"].fieldNames())
+    )
+    item_res = tables.merge(
+        "qa_item_metrics", per_item, update_when=ITEM_CHANGED, delete_missing_where="true"
+    )
+    rows = mode_metrics(items, per_item, ctx.run_id).collect()  # one row per mode
+    metrics_res = tables.merge(
+        "qa_metrics",
+        ctx.spark.createDataFrame(rows, SCHEMAS["qa_metrics"]),
+        update_when=METRICS_CHANGED,
+        delete_missing_where=f"t.run_id = {_sql_str(ctx.run_id)}",
+    )
     counts = {
         "qa_evaluated": n_qa,
         "modes": len(rows),
@@ -238,3 +235,8 @@ def format_metrics(rows: Iterable[Any]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([fmt(header), rule, *(fmt(b) for b in body)])
+
+
+STAGE = Stage(
+    "evaluate", _run, reads=("qa", "qa_item_metrics"), writes=("qa_item_metrics", "qa_metrics")
+)

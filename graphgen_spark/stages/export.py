@@ -40,9 +40,9 @@ from graphgen_spark.export.formats import (
     to_line,
 )
 from graphgen_spark.ids import h_col, rr
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Stage, StageContext, StageResult
 
-STAGE = "export"
+NAME = "export"
 REPORT_FILE = "decontamination.jsonl"
 RENDER_COLUMNS = ("qa_id", "mode", "question", "answer", "options", "answers", "language")
 SPLITS = ("train", "validation")
@@ -264,7 +264,7 @@ def _cache(df: DataFrame, cached: list[DataFrame]) -> DataFrame:
     return df
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     cfg = ctx.cfg.export
     result = StageResult()
     grams = None
@@ -298,3 +298,6 @@ def run(ctx: StageContext) -> StageResult:
         result.counts.get("contaminated", 0),
     )
     return result
+
+
+STAGE = Stage(NAME, _run, reads=("qa",), writes=())  # writes files, no table

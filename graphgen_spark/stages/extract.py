@@ -29,10 +29,10 @@ from graphgen_spark.llm.executor import Ask, LLMExecutor, LLMWork, Program
 from graphgen_spark.llm.requests import request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
-STAGE = "extract"
+NAME = "extract"
 
 
 class ExtractedEntity(BaseModel):
@@ -240,7 +240,7 @@ def _conversation(cfg: Config) -> Program:
     caps = Caps.of(cfg)
 
     def request(messages: list[dict], model: type[BaseModel]) -> dict:
-        return request_row(cfg, STAGE, "synthesizer", messages, model)
+        return request_row(cfg, NAME, "synthesizer", messages, model)
 
     async def run(row: dict, ask: Ask) -> dict:
         lang, ids = row["language"], []
@@ -341,55 +341,43 @@ class _Extractor:
         self.cfg = ctx.cfg
         self.llm = LLMExecutor(ctx)
         self.result = StageResult()
-        self.scratch = Scratch(ctx, "extract")
+        self.scratch = ctx.scratch
         self.materialise = self.scratch.materialise
 
     def run(self) -> StageResult:
-        ctx, tables = self.ctx, self.ctx.tables
-        chunks = tables.read("chunks")
-        done = tables.read("extractions").filter("status = 'ok'").select("content_hash")
-        texts = self.materialise(
-            chunks.groupBy("content_hash")
-            .agg(
-                F.min_by("text", "chunk_id").alias("text"),
-                F.min_by("language", "chunk_id").alias("language"),
-            )
-            .join(done, "content_hash", "left_anti")
-        )
+        ctx = self.ctx
+        texts = self.materialise(pending(ctx).drop("n_tokens"))
         n_todo = texts.count()
         result_counts: dict[str, int] = {"texts_to_extract": n_todo}
         failure: str | None = None
-        try:
-            if n_todo:
-                ctx.log.info("extract: %d distinct chunk texts to extract", n_todo)
-                program = _conversation(self.cfg)
-                for attempt in range(self.cfg.extract.max_attempts):
-                    work = LLMWork(
-                        STAGE,
-                        program,
-                        "content_hash",
-                        OUTCOME_SCHEMA,
-                        roles=("synthesizer",),
-                        calls_per_row=calls_per_text(self.cfg),
-                        unit="conversations",
-                        outputs_path=f"{self.scratch.path}/outcomes{attempt}",
-                    )
-                    summary, outcomes = self.llm.converse(texts, work)
-                    self.result.add(StageResult.of_llm(summary))
-                    self._record(outcomes)
-                    ctx.log.info("extract: attempt %d recorded in extractions", attempt + 1)
-                    texts = texts.join(
-                        outcomes.filter("status = 'ok'").select("content_hash"),
-                        "content_hash",
-                        "left_anti",
-                    )
-                    if not outcomes.filter("status <> 'ok'").limit(1).count():
-                        break
-                failure = self._failures(texts, n_todo, result_counts)
-            result_counts.update(self._write_mentions())
-            ctx.log.info("extract: mentions written")
-        finally:
-            self.scratch.cleanup()
+        if n_todo:
+            ctx.log.info("extract: %d distinct chunk texts to extract", n_todo)
+            program = _conversation(self.cfg)
+            for attempt in range(self.cfg.extract.max_attempts):
+                work = LLMWork(
+                    NAME,
+                    program,
+                    "content_hash",
+                    OUTCOME_SCHEMA,
+                    roles=("synthesizer",),
+                    calls_per_row=calls_per_text(self.cfg),
+                    unit="conversations",
+                    outputs_path=f"{self.scratch.path}/outcomes{attempt}",
+                )
+                summary, outcomes = self.llm.converse(texts, work)
+                self.result.add(StageResult.of_llm(summary))
+                self._record(outcomes)
+                ctx.log.info("extract: attempt %d recorded in extractions", attempt + 1)
+                texts = texts.join(
+                    outcomes.filter("status = 'ok'").select("content_hash"),
+                    "content_hash",
+                    "left_anti",
+                )
+                if not outcomes.filter("status <> 'ok'").limit(1).count():
+                    break
+            failure = self._failures(texts, n_todo, result_counts)
+        result_counts.update(self._write_mentions())
+        ctx.log.info("extract: mentions written")
         if failure:  # outcomes are stored; the stage fails loudly, a rerun retries only those
             raise StageIncomplete(failure)
         result = self.result
@@ -507,7 +495,7 @@ class _Extractor:
         return rejected.unionByName(capped).select(
             F.concat(F.lit("content:"), "content_hash").alias("source"),
             F.col("q.locator").alias("locator"),
-            F.lit(STAGE).alias("stage"),
+            F.lit(NAME).alias("stage"),
             F.col("q.reason").alias("reason"),
             F.col("q.detail").alias("detail"),
             F.substring("q.excerpt", 1, 200).alias("excerpt"),
@@ -540,5 +528,45 @@ class _Extractor:
         )
 
 
-def run(ctx: StageContext) -> StageResult:
+def pending(ctx: StageContext) -> DataFrame:
+    """Distinct chunk texts without an ok extraction (one conversation each)."""
+    t = ctx.tables
+    done = t.read("extractions").filter("status = 'ok'").select("content_hash")
+    return (
+        t.read("chunks")
+        .groupBy("content_hash")
+        .agg(
+            F.min_by("text", "chunk_id").alias("text"),
+            F.min_by("language", "chunk_id").alias("language"),
+            F.min_by("n_tokens", "chunk_id").alias("n_tokens"),
+        )
+        .join(done, "content_hash", "left_anti")
+    )
+
+
+def _run(ctx: StageContext) -> StageResult:
     return _Extractor(ctx).run()
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("chunks", "extractions", "llm_calls"),
+    writes=(
+        "extractions",
+        "entity_mentions",
+        "relation_mentions",
+        "mentioned_chunks",
+        "quarantine",
+        "llm_calls",
+    ),
+    pending=pending,
+    llm=LLMDemand(
+        "synthesizer",
+        "content_hash",
+        calls=lambda cfg, _: (1, calls_per_text(cfg)),
+        prompt_tokens=lambda: F.col("n_tokens"),
+        max_tokens=lambda cfg: cfg.llm.synthesizer.max_tokens,
+        note="1..{most} calls per distinct chunk text (gleaning); later turns resend the text",
+    ),
+)

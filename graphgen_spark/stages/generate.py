@@ -11,6 +11,7 @@ difficulty, the producing request), invalid units go to `quarantine` with the re
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -23,12 +24,12 @@ from pyspark.sql.window import Window
 
 from graphgen_spark.config import Config
 from graphgen_spark.evaluate.near_dup import near_duplicate_clusters
-from graphgen_spark.generate.programs import STAGE, calls_per_unit, make_program
+from graphgen_spark.generate.programs import NAME, calls_per_unit, make_program
 from graphgen_spark.ids import h, h_col, rr
 from graphgen_spark.language import main_language
 from graphgen_spark.llm.executor import LLMExecutor, LLMWork
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.stages.partition import config_hash, method_for
 from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
@@ -272,38 +273,52 @@ def _units_fn(cfg: Config, mode: str):
 
 
 # -- the stage -------------------------------------------------------------------------------
-def run(ctx: StageContext) -> StageResult:
+def _units_to_send(ctx: StageContext, mode: str, units: DataFrame) -> DataFrame:
+    """Units whose prompt fits ``generate.max_prompt_tokens`` and whose QA is not stored."""
+    fits = units.filter(F.col("prompt_tokens") <= ctx.cfg.generate.max_prompt_tokens)
+    return pending_units(ctx, mode, fits)
+
+
+def pending(ctx: StageContext) -> DataFrame:
+    """Every mode's units to send, with their ``mode``."""
+    frames = [
+        _units_to_send(ctx, mode, mode_units(ctx, mode, mode_batches(ctx, mode))).withColumn(
+            "mode", F.lit(mode)
+        )
+        for mode in ctx.cfg.generate.modes
+    ]
+    return functools.reduce(DataFrame.unionByName, frames)
+
+
+def _checks(cfg: Config, mode: str) -> int:
+    return n_items(cfg, mode) if cfg.generate.qa_check else 0
+
+
+def _run(ctx: StageContext) -> StageResult:
     result = StageResult()
-    scratch = Scratch(ctx, STAGE)
-    try:
-        for mode in ctx.cfg.generate.modes:
-            result.add(_generate_mode(ctx, mode, scratch))
-        if ctx.tables.exists("qa"):
-            result.counts["duplicates_flagged"] = _flag_duplicates(
-                ctx, ctx.cfg.generate.modes, scratch
-            )
-    finally:
-        scratch.cleanup()
+    for mode in ctx.cfg.generate.modes:
+        result.add(_generate_mode(ctx, mode))
+    if ctx.tables.exists("qa"):
+        result.counts["duplicates_flagged"] = _flag_duplicates(ctx, ctx.cfg.generate.modes)
     return result
 
 
-def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResult:
-    cfg, tables = ctx.cfg, ctx.tables
+def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
+    cfg, tables, scratch = ctx.cfg, ctx.tables, ctx.scratch
     model = cfg.llm.synthesizer.model or ""
     batches = scratch.materialise(mode_batches(ctx, mode))
     units = scratch.materialise(mode_units(ctx, mode, batches))
     too_long = units.filter(F.col("prompt_tokens") > cfg.generate.max_prompt_tokens)
-    ok_units = units.filter(F.col("prompt_tokens") <= cfg.generate.max_prompt_tokens)
-    todo = pending_units(ctx, mode, ok_units)
+    todo = _units_to_send(ctx, mode, units)
     counts = {f"{mode}_batches": batches.count(), f"{mode}_units": units.count()}
     llm = LLMExecutor(ctx)
     work = LLMWork(
-        STAGE,
+        NAME,
         make_program(cfg, mode),
         "unit_id",
         OUTCOME_SCHEMA,
         roles=("synthesizer",),
-        calls_per_row=calls_per_unit(mode, n_items(cfg, mode) if cfg.generate.qa_check else 0),
+        calls_per_row=calls_per_unit(mode, _checks(cfg, mode))[1],
         unit="conversations",
         outputs_path=f"{scratch.path}/outcomes-{mode}",
     )
@@ -370,11 +385,11 @@ def _generate_mode(ctx: StageContext, mode: str, scratch: Scratch) -> StageResul
     return result
 
 
-def _flag_duplicates(ctx: StageContext, modes: list[str], scratch: Scratch) -> int:
+def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
     """Exact duplicates (normalised question) and near-duplicates (MinHash LSH over question
     and answer, §8.4) within a mode point at the best-ranked original of their group (§7.4).
     One pass over every mode at the end of the stage: LSH has a fixed cost per call."""
-    tables = ctx.tables
+    tables, scratch = ctx.tables, ctx.scratch
     nd = ctx.cfg.eval.near_dup
     norm = F.udf(normalise_question)
     kinds = ("ok", "duplicate", "near_duplicate")
@@ -437,7 +452,7 @@ def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: Data
     rows = invalid.select(
         F.concat(F.lit("batch:"), "batch_id").alias("source"),
         F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-        F.lit(STAGE).alias("stage"),
+        F.lit(NAME).alias("stage"),
         "reason",
         "detail",
         F.lit(None).cast("string").alias("excerpt"),
@@ -446,7 +461,7 @@ def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: Data
         too_long.select(
             F.concat(F.lit("batch:"), "batch_id").alias("source"),
             F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-            F.lit(STAGE).alias("stage"),
+            F.lit(NAME).alias("stage"),
             F.lit("prompt_too_long").alias("reason"),
             F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")).alias("detail"),
             F.substring("facts", 1, 200).alias("excerpt"),
@@ -458,3 +473,21 @@ def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: Data
         "quarantine", rows, update_when="t.reason <> s.reason", update_set=update
     )
     return res.inserted + res.updated
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("subgraphs", "entities", "relations", "qa", "llm_calls"),
+    writes=("qa", "quarantine", "llm_calls"),
+    pending=pending,
+    llm=LLMDemand(
+        "synthesizer",
+        "unit_id",
+        calls=lambda cfg, mode: calls_per_unit(mode, _checks(cfg, mode)),
+        prompt_tokens=lambda: F.col("prompt_tokens"),
+        max_tokens=lambda cfg: cfg.generate.max_tokens,
+        note="{fewest} call(s) per batch, at most {most} with language retries and checks",
+        group="mode",
+    ),
+)

@@ -38,10 +38,10 @@ from pyspark.sql import types as T
 from graphgen_spark.config import InputConfig
 from graphgen_spark.ids import h_col
 from graphgen_spark.stages import readers as R
-from graphgen_spark.stages.base import StageContext, StageResult
+from graphgen_spark.stages.base import Stage, StageContext, StageResult
 from graphgen_spark.tables import MergeResult
 
-STAGE = "ingest"
+NAME = "ingest"
 _BINARY_MAX_LENGTH = "spark.sql.sources.binaryFile.maxLength"
 
 # A known document seen from new sources: union the sources; the representative fields
@@ -57,7 +57,7 @@ DOC_UPDATE_SET = {
 }
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     if not ctx.input_path:
         raise ValueError("ingest needs an input path (--input)")
     icfg = ctx.cfg.input
@@ -561,7 +561,7 @@ def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
         .select(
             "source",
             "locator",
-            F.lit(STAGE).alias("stage"),
+            F.lit(NAME).alias("stage"),
             "reason",
             "detail",
             "excerpt",
@@ -569,3 +569,6 @@ def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
         )
         .dropDuplicates(["source", "locator"])
     )
+
+
+STAGE = Stage(NAME, _run, reads=(), writes=("documents", "quarantine"))

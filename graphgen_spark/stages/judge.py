@@ -34,10 +34,10 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import judge_messages
 from graphgen_spark.report.reliability import reliability_png
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
-STAGE = "judge"
+NAME = "judge"
 JUDGE_REQUEST = T.StructType(
     [T.StructField("statement_id", T.StringType())] + REQUEST_SCHEMA.fields
 )
@@ -47,7 +47,7 @@ def judge_request(cfg: Config, text: str, language: str) -> dict:
     lang = language if cfg.judge.prompt_language == "auto" else cfg.judge.prompt_language
     return request_row(
         cfg,
-        STAGE,
+        NAME,
         "trainee",
         judge_messages(text, lang),
         max_tokens=cfg.judge.max_tokens,
@@ -206,43 +206,42 @@ def calibration_rows(judged: DataFrame, trainee_model: str, bins: int, run_id: s
     return out
 
 
-def _judge_pending(ctx: StageContext, statements: DataFrame, trainee_model: str) -> StageResult:
-    """Send every statement without a final judgement and MERGE the verdicts.
-
-    The pending set and the requests are written to the stage's scratch folder, not
-    ``localCheckpoint``-ed: a lost executor then costs a re-read, never the stage.
-    """
-    cfg, tables = ctx.cfg, ctx.tables
-    # ok and no_verdict are final answers (a rerun would get the same cached reply)
-    done = tables.read("judgements").filter(
-        (F.col("trainee_model") == trainee_model) & F.col("status").isin("ok", "no_verdict")
+def pending(ctx: StageContext) -> DataFrame:
+    """Statements without a final judgement by this trainee: ok and no_verdict are final
+    (a rerun would get the same cached reply); any other outcome is sent again."""
+    done = ctx.tables.read("judgements").filter(
+        (F.col("trainee_model") == ctx.cfg.trainee_model())
+        & F.col("status").isin("ok", "no_verdict")
     )
-    scratch = Scratch(ctx, "judge")
-    try:
-        todo = scratch.materialise(
-            statements.join(done.select("statement_id"), "statement_id", "left_anti")
-        )
-        n_todo = todo.count()
-        result = StageResult({"statements_to_judge": n_todo})
-        if not n_todo:
-            return result
-        reqs = scratch.materialise(
-            todo.select("statement_id", "text", "language").mapInPandas(
-                _requests_fn(cfg), JUDGE_REQUEST
-            )
-        )
-        llm = LLMExecutor(ctx)
-        summary = llm.execute(
-            reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE, probe=logprobs_probe(cfg)
-        )
-        result.add(StageResult.of_llm(summary))
-        answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
-        judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
-        res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
-        result.counts["judgements_written"] = res.inserted + res.updated
+    statements = ctx.tables.read("statements")
+    return statements.join(done.select("statement_id"), "statement_id", "left_anti")
+
+
+def _requests(ctx: StageContext, todo: DataFrame) -> DataFrame:
+    return todo.select("statement_id", "text", "language").mapInPandas(
+        _requests_fn(ctx.cfg), JUDGE_REQUEST
+    )
+
+
+def _judge_pending(ctx: StageContext, trainee_model: str) -> StageResult:
+    """Send every pending statement and MERGE the verdicts."""
+    cfg, tables, scratch = ctx.cfg, ctx.tables, ctx.scratch
+    todo = scratch.materialise(pending(ctx))
+    n_todo = todo.count()
+    result = StageResult({"statements_to_judge": n_todo})
+    if not n_todo:
         return result
-    finally:
-        scratch.cleanup()
+    reqs = scratch.materialise(_requests(ctx, todo))
+    llm = LLMExecutor(ctx)
+    summary = llm.execute(
+        reqs.select(*REQUEST_SCHEMA.fieldNames()), NAME, probe=logprobs_probe(cfg)
+    )
+    result.add(StageResult.of_llm(summary))
+    answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
+    judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
+    res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
+    result.counts["judgements_written"] = res.inserted + res.updated
+    return result
 
 
 def _requests_fn(cfg: Config):
@@ -257,16 +256,11 @@ def _requests_fn(cfg: Config):
     return build
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     cfg, tables, spark = ctx.cfg, ctx.tables, ctx.spark
-    if cfg.gap_scoring == "off":
-        ctx.log.info(
-            "judge: gap_scoring is off — no trainee is scored; sampling will use random order"
-        )
-        return StageResult({"gap_scoring_off": 1})
     trainee_model = cfg.trainee_model()
     statements = tables.read("statements")
-    result = _judge_pending(ctx, statements, trainee_model)
+    result = _judge_pending(ctx, trainee_model)
     mine = (
         tables.read("judgements")
         .filter(F.col("trainee_model") == trainee_model)
@@ -341,3 +335,28 @@ def run(ctx: StageContext) -> StageResult:
             "(judge.synonyms can extend the word lists)."
         )
     return result
+
+
+def _skipped(cfg: Config) -> str | None:
+    if cfg.gap_scoring == "off":
+        return "gap_scoring is off — no trainee is scored; sampling will use random order"
+    return None
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("statements", "judgements", "llm_calls"),
+    writes=("judgements", "gap_scores", "calibration", "llm_calls"),
+    pending=pending,
+    llm=LLMDemand(
+        "trainee",
+        "statement_id",
+        calls=lambda cfg, _: (1, 1),
+        prompt_tokens=lambda: F.length("text") / 3,
+        max_tokens=lambda cfg: cfg.judge.max_tokens,
+        note="one 1-token call per statement (2n per element); statements exist only after quiz",
+        requests=_requests,
+    ),
+    skip=_skipped,
+)

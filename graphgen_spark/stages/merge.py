@@ -27,11 +27,11 @@ from graphgen_spark.language import main_language
 from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.summarise import summarise_messages
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
 
-STAGE = "merge"
+NAME = "merge"
 
 
 class Summary(BaseModel):
@@ -103,7 +103,7 @@ class _Merger:
         self.cfg = ctx.cfg
         self.llm = LLMExecutor(ctx)
         self.result = StageResult()
-        self.scratch = Scratch(ctx, "merge")
+        self.scratch = ctx.scratch
         self.materialise = self.scratch.materialise
 
     # -- aggregation ---------------------------------------------------------------------
@@ -191,13 +191,13 @@ class _Merger:
                                 {
                                     "id": r.id,
                                     "group": g,
-                                    **request_row(cfg, STAGE, "synthesizer", msgs, Summary),
+                                    **request_row(cfg, NAME, "synthesizer", msgs, Summary),
                                 }
                             )
                     yield pd.DataFrame(rows, columns=SUMMARY_REQUEST.fieldNames())
 
             reqs = self.materialise(work.mapInPandas(build, SUMMARY_REQUEST))
-            s = self.llm.execute(reqs.drop("id", "group"), STAGE)
+            s = self.llm.execute(reqs.drop("id", "group"), NAME)
             self.result.add(StageResult.of_llm(s))
             answers = self.llm.results(reqs).select(
                 "id", "group", "status", F.get_json_object("parsed", "$.description").alias("text")
@@ -281,7 +281,7 @@ class _Merger:
             q = dropped.select(
                 F.lit("relation_mentions").alias("source"),
                 F.concat_ws("|", "chunk_id", "src_key", "dst_key").alias("locator"),
-                F.lit(STAGE).alias("stage"),
+                F.lit(NAME).alias("stage"),
                 F.lit("unknown_endpoint").alias("reason"),
                 F.lit(None).cast("string").alias("detail"),
                 F.substring("description", 1, 200).alias("excerpt"),
@@ -313,21 +313,15 @@ class _Merger:
         rels = rels.select(*rel_cols).withColumn(
             "row_hash", F.sha2(F.to_json(F.struct(*rel_cols)), 256)
         )
-        try:
-            e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
-            r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
-            queries = GraphQueries(
-                ctx.spark,
-                ctx.cfg.graph.engine,
-                f"{self.scratch.path}/checkpoints",
-                self.scratch.materialise,
-            )
-            stats = compute_stats(
-                ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
-            )
-            tables.merge("graph_stats", stats, update_when="true")
-        finally:
-            self.scratch.cleanup()
+        e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
+        r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
+        queries = GraphQueries(
+            ctx.spark, ctx.cfg.graph.engine, f"{self.scratch.path}/checkpoints", self.materialise
+        )
+        stats = compute_stats(
+            ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
+        )
+        tables.merge("graph_stats", stats, update_when="true")
         s = stats.first()
         if s["missing_endpoints"]:
             raise RuntimeError(
@@ -359,5 +353,22 @@ class _Merger:
         return result
 
 
-def run(ctx: StageContext) -> StageResult:
+def _run(ctx: StageContext) -> StageResult:
     return _Merger(ctx).run()
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("chunks", "entity_mentions", "relation_mentions", "llm_calls"),
+    writes=("entities", "relations", "graph_stats", "quarantine", "llm_calls"),
+    llm=LLMDemand(
+        "synthesizer",
+        "id",
+        calls=lambda cfg, _: (0, 0),
+        prompt_tokens=lambda: F.lit(0),
+        max_tokens=lambda cfg: cfg.llm.synthesizer.max_tokens,
+        note="summarises only descriptions over merge.summary_threshold tokens: known after "
+        "extract",
+    ),
+)

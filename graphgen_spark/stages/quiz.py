@@ -24,10 +24,10 @@ from graphgen_spark.language import main_language
 from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import quiz_messages
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS
 
-STAGE = "quiz"
+NAME = "quiz"
 
 
 class QuizAnswer(BaseModel):
@@ -133,7 +133,7 @@ def _requests_fn(cfg: Config, attempt: int):
                 msgs = quiz_messages(r["description"], n, main_language(r["description"]))
                 req = request_row(
                     cfg,
-                    STAGE,
+                    NAME,
                     "synthesizer",
                     msgs,
                     QuizAnswer,
@@ -165,31 +165,29 @@ def _validate_fn(cfg: Config, last_attempt: bool):
     return validate
 
 
-def run(ctx: StageContext) -> StageResult:
-    tables = ctx.tables
-    have = tables.read("statements").select("element_id", "description_hash").distinct()
-    # every intermediate goes to the stage's scratch folder, not localCheckpoint: a lost
-    # executor costs a re-read from shared storage, never the stage
-    scratch = Scratch(ctx, "quiz")
-    try:
-        todo = scratch.materialise(
-            elements(ctx).join(have, ["element_id", "description_hash"], "left_anti")
-        )
-        result, todo, n_todo = _attempts(ctx, todo, scratch)
-        if n_todo:
-            tables.merge("quarantine", _incomplete(ctx, todo))
-    finally:
-        scratch.cleanup()
+def pending(ctx: StageContext) -> DataFrame:
+    """Elements whose current description has no statements yet."""
+    have = ctx.tables.read("statements").select("element_id", "description_hash").distinct()
+    return elements(ctx).join(have, ["element_id", "description_hash"], "left_anti")
+
+
+def _first_requests(ctx: StageContext, todo: DataFrame) -> DataFrame:
+    return todo.mapInPandas(_requests_fn(ctx.cfg, 0), ELEMENT_REQUEST)
+
+
+def _run(ctx: StageContext) -> StageResult:
+    todo = ctx.scratch.materialise(pending(ctx))
+    result, todo, n_todo = _attempts(ctx, todo)
+    if n_todo:
+        ctx.tables.merge("quarantine", _incomplete(ctx, todo))
     result.counts["quiz_incomplete"] = n_todo
     return result
 
 
-def _attempts(
-    ctx: StageContext, todo: DataFrame, scratch: Scratch
-) -> tuple[StageResult, DataFrame, int]:
+def _attempts(ctx: StageContext, todo: DataFrame) -> tuple[StageResult, DataFrame, int]:
     """Up to ``quiz.max_attempts`` rounds of requests; the elements still without a valid
     yes/no pair and how many."""
-    cfg, tables = ctx.cfg, ctx.tables
+    cfg, tables, scratch = ctx.cfg, ctx.tables, ctx.scratch
     llm = LLMExecutor(ctx)
     n_todo = todo.count()
     result = StageResult({"elements_to_quiz": n_todo})
@@ -199,7 +197,7 @@ def _attempts(
             break
         last = attempt == cfg.quiz.max_attempts - 1
         reqs = scratch.materialise(todo.mapInPandas(_requests_fn(cfg, attempt), ELEMENT_REQUEST))
-        summary = llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), STAGE)
+        summary = llm.execute(reqs.select(*REQUEST_SCHEMA.fieldNames()), NAME)
         result.add(StageResult.of_llm(summary))
         answers = llm.results(reqs)
         valid = scratch.materialise(answers.mapInPandas(_validate_fn(cfg, last), VALIDATED))
@@ -218,9 +216,27 @@ def _incomplete(ctx: StageContext, todo: DataFrame) -> DataFrame:
     return todo.select(
         F.lit("statements").alias("source"),
         F.concat_ws(":", "element_kind", "element_id", "description_hash").alias("locator"),
-        F.lit(STAGE).alias("stage"),
+        F.lit(NAME).alias("stage"),
         F.lit("quiz_incomplete").alias("reason"),
         F.lit(f"no valid yes/no statement pair after {attempts} attempts").alias("detail"),
         F.substring("description", 1, 200).alias("excerpt"),
         F.lit(ctx.run_id).alias("run_id"),
     )
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("relations", "entities", "statements", "llm_calls"),
+    writes=("statements", "quarantine", "llm_calls"),
+    pending=pending,
+    llm=LLMDemand(
+        "synthesizer",
+        "element_id",
+        calls=lambda cfg, _: (1, cfg.quiz.max_attempts),
+        prompt_tokens=lambda: F.length("description") / 3,  # characters / 3 ~ tokens
+        max_tokens=lambda cfg: cfg.llm.synthesizer.max_tokens,
+        note="one call per element, up to quiz.max_attempts={most} when checks fail",
+        requests=_first_requests,
+    ),
+)
