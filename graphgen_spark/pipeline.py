@@ -140,7 +140,7 @@ def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
 
 def _report(cfg: Config, tables: Tables, run_id: str) -> None:
     """The HTML report of a run (local output folders); it never masks the run's own error."""
-    if ":" in str(tables.output_dir).split("/", 1)[0]:
+    if not tables.layout.is_local:
         log.info("report: %s is not a local folder; skipped", tables.output_dir)
         return
     try:

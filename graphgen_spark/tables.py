@@ -1,8 +1,9 @@
 """Table names, schemas and the Delta read / MERGE helpers every stage uses.
 
-Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks). Every
-write is a MERGE on the table key (architecture §4.5), so reruns add nothing; the helpers
-return Delta's own operation metrics so stages can report what they changed.
+Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks); every
+other path of an output folder comes from :class:`OutputLayout`. Every write is a MERGE on
+the table key (architecture §4.5), so reruns add nothing; the helpers return Delta's own
+operation metrics so stages can report what they changed.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -364,6 +367,65 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# -- where an output folder keeps things -----------------------------------------------------
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: C: is a drive
+
+
+def local_path(path: str) -> Path | None:
+    """The local path that ``path`` names, or None when only Hadoop can reach it.
+
+    A plain path (``/dbfs/...`` too: Databricks' FUSE mount) or a ``file:`` URI is local;
+    any other scheme (``dbfs:/``, ``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``) is not.
+    """
+    if path.startswith("file:"):
+        return Path(urlparse(path).path)
+    return None if _SCHEME.match(path) else Path(path)
+
+
+class OutputLayout:
+    """Every path of one output folder, so no caller concatenates them.
+
+    A plain path is resolved (the driver's working folder is not the executors'); a URI,
+    ``file:`` included, is kept as given so Hadoop picks its filesystem.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        given = str(output_dir)
+        self.root = given.rstrip("/") if _SCHEME.match(given) else str(Path(given).resolve())
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the driver can write the folder with plain file operations."""
+        return local_path(self.root) is not None
+
+    @property
+    def tables(self) -> str:
+        return f"{self.root}/tables"
+
+    def table(self, name: str) -> str:
+        return f"{self.tables}/{name}"
+
+    @property
+    def staging(self) -> str:
+        """Scratch space of stages and the LLM journals; nothing in it outlives a run."""
+        return f"{self.root}/_staging"
+
+    def staged(self, name: str) -> str:
+        return f"{self.staging}/{name}"
+
+    @property
+    def export(self) -> str:
+        return f"{self.root}/export"
+
+    @property
+    def report(self) -> str:
+        return f"{self.root}/report"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.root}/_lease.json"
+
+
 @dataclass(frozen=True)
 class MergeResult:
     inserted: int = 0
@@ -440,6 +502,7 @@ class Tables:
         self.output_dir = str(output_dir)
         self.catalog = catalog
         self.db_schema = schema
+        self.layout = OutputLayout(output_dir)
         self._columns_checked: set[str] = set()
 
     # -- where -----------------------------------------------------------------------
@@ -450,10 +513,7 @@ class Tables:
                 # open-source Delta's table builder parses two-part names only
                 return f"{self.db_schema}.{name}"
             return f"{self.catalog}.{self.db_schema}.{name}"
-        base = self.output_dir.rstrip("/")
-        if "://" not in base:
-            base = str(Path(base).resolve())
-        return f"{base}/tables/{name}"
+        return self.layout.table(name)
 
     def _delta(self, name: str) -> DeltaTable:
         loc = self.location(name)

@@ -50,7 +50,7 @@ class Ledger:
     # -- staging ---------------------------------------------------------------------------
     @property
     def staging_root(self) -> str:
-        return f"{self.tables.output_dir.rstrip('/')}/_staging/llm_calls"
+        return self.tables.layout.staged("llm_calls")
 
     def journal_uri(self, wave_path: str) -> str:
         """The wave's journal folder as a fully qualified URI, for executors to write to."""

@@ -35,7 +35,7 @@ from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import judge_messages
 from graphgen_spark.report.reliability import reliability_png
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, local_path
 
 STAGE = "judge"
 JUDGE_REQUEST = T.StructType(
@@ -307,8 +307,9 @@ def run(ctx: StageContext) -> StageResult:
         "calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), update_when="true"
     )
     overall = next((c for c in cal if c["scope"] == "all"), None)
-    if overall and overall["n"]:
-        png = reliability_png(overall, f"{tables.output_dir.rstrip('/')}/report")
+    report_dir = local_path(tables.layout.report)
+    if overall and overall["n"] and report_dir is not None:
+        png = reliability_png(overall, report_dir)
         ctx.log.info("judge: reliability diagram %s", png)
     if overall and overall["ece"] is not None:
         ctx.log.info(

@@ -1,0 +1,64 @@
+"""The vocabulary of ``tables.py``: output layout and its one locality rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from graphgen_spark.config import build_config
+from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.tables import OutputLayout, Tables, local_path
+
+
+@pytest.mark.parametrize(
+    ("path", "local"),
+    [
+        ("/data/out", "/data/out"),
+        ("out/run", "out/run"),
+        ("/dbfs/mnt/out", "/dbfs/mnt/out"),  # Databricks' FUSE mount of dbfs:/
+        ("file:/data/out", "/data/out"),
+        ("file:///data/out", "/data/out"),
+        ("dbfs:/mnt/out", None),
+        ("s3a://bucket/out", None),
+        ("abfss://c@acct.dfs.core.windows.net/out", None),
+        ("gs://bucket/out", None),
+        ("hdfs://nn:8020/out", None),
+    ],
+)
+def test_one_rule_says_which_paths_are_local(path, local):
+    assert local_path(path) == (None if local is None else Path(local))
+    assert OutputLayout(path).is_local is (local is not None)
+
+
+def test_layout_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plain = OutputLayout("out/")  # a plain path is resolved against the driver's folder
+    assert plain.root == str(tmp_path.resolve() / "out")
+    remote = OutputLayout("s3a://bucket/out/")  # a URI is kept, but for the trailing slash
+    assert remote.root == "s3a://bucket/out"
+    assert OutputLayout("file:/data/out").root == "file:/data/out"
+    assert (remote.tables, remote.table("qa")) == (
+        "s3a://bucket/out/tables",
+        "s3a://bucket/out/tables/qa",
+    )
+    assert (remote.staging, remote.staged("quiz-1")) == (
+        "s3a://bucket/out/_staging",
+        "s3a://bucket/out/_staging/quiz-1",
+    )
+    assert remote.export == "s3a://bucket/out/export"
+    assert remote.report == "s3a://bucket/out/report"
+    assert remote.lease == "s3a://bucket/out/_lease.json"
+
+
+def test_a_file_uri_output_gets_tables_and_a_report(spark, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a misread URI would land in a folder named file: here
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text(json.dumps({"text": "Bees make honey."}) + "\n", "utf-8")
+    out = tmp_path / "out"
+    cfg = build_config({}, env=False)
+    run_pipeline(cfg, str(corpus), f"file:{out}", ["ingest"], spark=spark)
+    assert (out / "report" / "index.html").is_file()
+    assert Tables(spark, out).read("documents").count() == 1
+    assert not (tmp_path / "file:").exists()
