@@ -3,7 +3,8 @@
 Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks); every
 other path of an output folder comes from :class:`OutputLayout`. Every write is a MERGE on
 the table key (architecture §4.5), so reruns add nothing; the helpers return Delta's own
-operation metrics so stages can report what they changed.
+operation metrics so stages can report what they changed. Quarantine rows of every stage
+are built by :func:`as_quarantine`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -424,6 +425,44 @@ class OutputLayout:
     @property
     def lease(self) -> str:
         return f"{self.root}/_lease.json"
+
+
+# -- quarantine rows ----------------------------------------------------------------------------
+EXCERPT_CHARS = 200  # characters of the offending text a quarantine row keeps
+ColumnLike = str | Column  # a column name or an expression
+
+
+def _column(c: ColumnLike | None) -> Column:
+    if c is None:
+        return F.lit(None).cast("string")
+    return F.col(c) if isinstance(c, str) else c
+
+
+def as_quarantine(
+    df: DataFrame,
+    stage: str,
+    run_id: str,
+    *,
+    source: ColumnLike,
+    locator: ColumnLike,
+    reason: ColumnLike,
+    detail: ColumnLike | None = None,
+    excerpt: ColumnLike | None = None,
+) -> DataFrame:
+    """``df`` as ``quarantine`` rows of ``stage`` (strings name columns of ``df``).
+
+    The one place the row is built, so every stage fills the same columns and cuts its
+    excerpt to :data:`EXCERPT_CHARS`.
+    """
+    return df.select(
+        _column(source).alias("source"),
+        _column(locator).alias("locator"),
+        F.lit(stage).alias("stage"),
+        _column(reason).alias("reason"),
+        _column(detail).alias("detail"),
+        F.substring(_column(excerpt), 1, EXCERPT_CHARS).alias("excerpt"),
+        F.lit(run_id).alias("run_id"),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The vocabulary of ``tables.py``: output layout and its one locality rule."""
+"""The vocabulary of ``tables.py``: output layout and its one locality rule, quarantine rows."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from graphgen_spark.config import build_config
 from graphgen_spark.pipeline import run_pipeline
-from graphgen_spark.tables import OutputLayout, Tables, local_path
+from graphgen_spark.tables import (
+    EXCERPT_CHARS,
+    SCHEMAS,
+    OutputLayout,
+    Tables,
+    as_quarantine,
+    local_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +70,29 @@ def test_a_file_uri_output_gets_tables_and_a_report(spark, tmp_path, monkeypatch
     assert (out / "report" / "index.html").is_file()
     assert Tables(spark, out).read("documents").count() == 1
     assert not (tmp_path / "file:").exists()
+
+
+def test_quarantine_rows_have_the_table_columns_and_a_cut_excerpt(spark):
+    df = spark.createDataFrame([("d1", "x" * 500), ("d2", None)], "id string, text string")
+    rows = as_quarantine(
+        df,
+        "stage-x",
+        "run-1",
+        source="id",
+        locator=F.lit("file"),
+        reason=F.lit("r"),
+        excerpt="text",
+    )
+    columns = [(f.name, f.dataType) for f in SCHEMAS["quarantine"].fields]
+    assert [(f.name, f.dataType) for f in rows.schema.fields] == columns
+    got = {r["source"]: r.asDict() for r in rows.collect()}
+    assert got["d1"] == {
+        "source": "d1",
+        "locator": "file",
+        "stage": "stage-x",
+        "reason": "r",
+        "detail": None,
+        "excerpt": "x" * EXCERPT_CHARS,
+        "run_id": "run-1",
+    }
+    assert got["d2"]["excerpt"] is None

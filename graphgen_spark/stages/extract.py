@@ -30,7 +30,7 @@ from graphgen_spark.llm.requests import request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, as_quarantine
 
 STAGE = "extract"
 
@@ -504,14 +504,15 @@ class _Extractor:
                 "q.reason", "q.locator", F.lit(None).cast("string").alias("detail"), "q.excerpt"
             ).alias("q"),
         )
-        return rejected.unionByName(capped).select(
-            F.concat(F.lit("content:"), "content_hash").alias("source"),
-            F.col("q.locator").alias("locator"),
-            F.lit(STAGE).alias("stage"),
-            F.col("q.reason").alias("reason"),
-            F.col("q.detail").alias("detail"),
-            F.substring("q.excerpt", 1, 200).alias("excerpt"),
-            F.lit(self.ctx.run_id).alias("run_id"),
+        return as_quarantine(
+            rejected.unionByName(capped),
+            STAGE,
+            self.ctx.run_id,
+            source=F.concat(F.lit("content:"), "content_hash"),
+            locator="q.locator",
+            reason="q.reason",
+            detail="q.detail",
+            excerpt="q.excerpt",
         )
 
     def _failures(self, left: DataFrame, n_todo: int, counts: dict[str, int]) -> str | None:

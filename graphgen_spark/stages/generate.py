@@ -30,7 +30,7 @@ from graphgen_spark.llm.executor import LLMExecutor, LLMWork
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.stages.partition import config_hash, method_for
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 # what every QA row carries from its batch (method §1 rule 3)
@@ -434,23 +434,21 @@ def _flag_duplicates(ctx: StageContext, modes: list[str], scratch: Scratch) -> i
 
 
 def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: DataFrame) -> int:
-    rows = invalid.select(
-        F.concat(F.lit("batch:"), "batch_id").alias("source"),
-        F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-        F.lit(STAGE).alias("stage"),
-        "reason",
-        "detail",
-        F.lit(None).cast("string").alias("excerpt"),
-        F.lit(ctx.run_id).alias("run_id"),
+    unit = {
+        "source": F.concat(F.lit("batch:"), "batch_id"),
+        "locator": F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")),
+    }
+    rows = as_quarantine(
+        invalid, STAGE, ctx.run_id, **unit, reason="reason", detail="detail"
     ).union(
-        too_long.select(
-            F.concat(F.lit("batch:"), "batch_id").alias("source"),
-            F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-            F.lit(STAGE).alias("stage"),
-            F.lit("prompt_too_long").alias("reason"),
-            F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")).alias("detail"),
-            F.substring("facts", 1, 200).alias("excerpt"),
-            F.lit(ctx.run_id).alias("run_id"),
+        as_quarantine(
+            too_long,
+            STAGE,
+            ctx.run_id,
+            **unit,
+            reason=F.lit("prompt_too_long"),
+            detail=F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")),
+            excerpt="facts",
         )
     )
     update = {c: f"s.`{c}`" for c in SCHEMAS["quarantine"].fieldNames()}

@@ -39,7 +39,7 @@ from graphgen_spark.config import InputConfig
 from graphgen_spark.ids import h_col
 from graphgen_spark.stages import readers as R
 from graphgen_spark.stages.base import StageContext, StageResult
-from graphgen_spark.tables import MergeResult
+from graphgen_spark.tables import MergeResult, as_quarantine
 
 STAGE = "ingest"
 _BINARY_MAX_LENGTH = "spark.sql.sources.binaryFile.maxLength"
@@ -556,16 +556,14 @@ def new_quarantine(rows: DataFrame, current: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
-    return (
-        checked.filter(F.col("reason").isNotNull())
-        .select(
-            "source",
-            "locator",
-            F.lit(STAGE).alias("stage"),
-            "reason",
-            "detail",
-            "excerpt",
-            F.lit(run_id).alias("run_id"),
-        )
-        .dropDuplicates(["source", "locator"])
+    rows = as_quarantine(
+        checked.filter(F.col("reason").isNotNull()),
+        STAGE,
+        run_id,
+        source="source",
+        locator="locator",
+        reason="reason",
+        detail="detail",
+        excerpt="excerpt",
     )
+    return rows.dropDuplicates(["source", "locator"])

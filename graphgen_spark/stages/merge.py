@@ -28,7 +28,7 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.summarise import summarise_messages
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 STAGE = "merge"
@@ -278,14 +278,14 @@ class _Merger:
                 ["chunk_id", "src_key", "dst_key"],
                 "left_anti",
             )
-            q = dropped.select(
-                F.lit("relation_mentions").alias("source"),
-                F.concat_ws("|", "chunk_id", "src_key", "dst_key").alias("locator"),
-                F.lit(STAGE).alias("stage"),
-                F.lit("unknown_endpoint").alias("reason"),
-                F.lit(None).cast("string").alias("detail"),
-                F.substring("description", 1, 200).alias("excerpt"),
-                F.lit(ctx.run_id).alias("run_id"),
+            q = as_quarantine(
+                dropped,
+                STAGE,
+                ctx.run_id,
+                source=F.lit("relation_mentions"),
+                locator=F.concat_ws("|", "chunk_id", "src_key", "dst_key"),
+                reason=F.lit("unknown_endpoint"),
+                excerpt="description",
             )
             counts["quarantined_unknown_endpoint"] = tables.merge("quarantine", q).inserted
             rm = kept
