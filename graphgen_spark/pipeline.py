@@ -23,7 +23,7 @@ from graphgen_spark.lease import Lease
 from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
 from graphgen_spark.stages.base import StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import SCHEMAS, Tables, Upsert
 
 # stage name -> module under graphgen_spark.stages exposing run(ctx) -> StageResult
 STAGES: tuple[str, ...] = (
@@ -63,7 +63,7 @@ def _now() -> datetime:
 
 def _write_run(tables: Tables, row: dict) -> None:
     df = tables.spark.createDataFrame([Row(**row)], SCHEMAS["runs"])
-    tables.merge("runs", df, update_when="true")
+    tables.merge("runs", df, Upsert())
 
 
 def run_pipeline(

@@ -1,4 +1,5 @@
-"""The vocabulary of ``tables.py``: output layout and its one locality rule, quarantine rows."""
+"""The vocabulary of ``tables.py``: output layout and its locality rule, quarantine rows,
+merge policies."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.tables import (
     EXCERPT_CHARS,
     SCHEMAS,
+    MergeResult,
     OutputLayout,
+    RetryUntilOk,
     Tables,
+    UpdateWhenChanged,
     as_quarantine,
     local_path,
 )
@@ -96,3 +100,34 @@ def test_quarantine_rows_have_the_table_columns_and_a_cut_excerpt(spark):
         "run_id": "run-1",
     }
     assert got["d2"]["excerpt"] is None
+
+
+def test_retry_until_ok_keeps_the_ok_outcome_and_adds_up_attempts(spark, tables):
+    policy = RetryUntilOk(summed=["attempts"])
+    for status, records in [("failed", "a"), ("failed", "b"), ("ok", "c"), ("failed", "d")]:
+        row = {"content_hash": "h", "status": status, "records": records, "attempts": 1}
+        tables.merge("extractions", spark.createDataFrame([row], SCHEMAS["extractions"]), policy)
+    got = tables.read("extractions").collect()
+    assert [(r["status"], r["records"], r["attempts"]) for r in got] == [("ok", "c", 3)]
+
+
+def test_update_when_changed_rewrites_only_changed_rows_and_replacing_deletes(spark, tables):
+    def merge(rows, policy):
+        scores = [{"element_id": e, "trainee_model": m, "loss": x} for e, m, x in rows]
+        return tables.merge(
+            "gap_scores", spark.createDataFrame(scores, SCHEMAS["gap_scores"]), policy
+        )
+
+    changed = UpdateWhenChanged(["loss"])
+    merge([("e1", "m", 1.0), ("e2", "m", 2.0), ("e1", "other", 1.0)], changed)
+    version = tables.version("gap_scores")
+    assert merge([("e1", "m", 1.0)], changed) == MergeResult()
+    assert tables.version("gap_scores") == version  # nothing changed: no commit
+    assert merge([("e1", "m", 1.5)], changed) == MergeResult(updated=1)
+    # the new rows are the whole slice trainee_model = m: e2 goes, the other model stays
+    assert merge([("e1", "m", 1.5)], changed.replacing(trainee_model="m")) == MergeResult(deleted=1)
+    got = {
+        (r["element_id"], r["trainee_model"], r["loss"])
+        for r in tables.read("gap_scores").collect()
+    }
+    assert got == {("e1", "m", 1.5), ("e1", "other", 1.0)}

@@ -30,7 +30,7 @@ from graphgen_spark.llm.requests import request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS, as_quarantine
+from graphgen_spark.tables import RetryUntilOk, as_quarantine
 
 STAGE = "extract"
 
@@ -413,9 +413,7 @@ class _Extractor:
             "request_ids",
             F.lit(self.ctx.run_id).alias("run_id"),
         )
-        update = {c: f"s.`{c}`" for c in SCHEMAS["extractions"].fieldNames()}
-        update["attempts"] = "t.attempts + 1"
-        self.ctx.tables.merge("extractions", row, update_when="t.status <> 'ok'", update_set=update)
+        self.ctx.tables.merge("extractions", row, RetryUntilOk(summed=["attempts"]))
         self.result.add(StageResult(self._capped_counts(outcomes)))
 
     def _capped_counts(self, outcomes: DataFrame) -> dict[str, int]:

@@ -30,7 +30,7 @@ from graphgen_spark.llm.executor import LLMExecutor, LLMWork
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.stages.partition import config_hash, method_for
-from graphgen_spark.tables import SCHEMAS, as_quarantine
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 # what every QA row carries from its batch (method §1 rule 3)
@@ -424,12 +424,8 @@ def _flag_duplicates(ctx: StageContext, modes: list[str], scratch: Scratch) -> i
         .withColumn("flags", F.array_union("flags", F.array("kind")))
         .select(*SCHEMAS["qa"].fieldNames())
     )
-    res = tables.merge(
-        "qa",
-        flagged,
-        update_when="NOT (t.duplicate_of <=> s.duplicate_of)",
-        update_set={"status": "s.status", "duplicate_of": "s.duplicate_of", "flags": "s.flags"},
-    )
+    changed = UpdateWhenChanged(["duplicate_of"], only=["status", "duplicate_of", "flags"])
+    res = tables.merge("qa", flagged, changed)
     return res.updated
 
 
@@ -451,8 +447,5 @@ def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: Data
             excerpt="facts",
         )
     )
-    update = {c: f"s.`{c}`" for c in SCHEMAS["quarantine"].fieldNames()}
-    res = ctx.tables.merge(
-        "quarantine", rows, update_when="t.reason <> s.reason", update_set=update
-    )
+    res = ctx.tables.merge("quarantine", rows, UpdateWhenChanged(["reason"]))
     return res.inserted + res.updated

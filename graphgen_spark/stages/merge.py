@@ -28,7 +28,7 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.summarise import summarise_messages
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS, as_quarantine
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged, Upsert, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 STAGE = "merge"
@@ -314,8 +314,8 @@ class _Merger:
             "row_hash", F.sha2(F.to_json(F.struct(*rel_cols)), 256)
         )
         try:
-            e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
-            r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
+            e_res = tables.merge("entities", ents, UpdateWhenChanged(["row_hash"]))
+            r_res = tables.merge("relations", rels, UpdateWhenChanged(["row_hash"]))
             queries = GraphQueries(
                 ctx.spark,
                 ctx.cfg.graph.engine,
@@ -325,7 +325,7 @@ class _Merger:
             stats = compute_stats(
                 ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
             )
-            tables.merge("graph_stats", stats, update_when="true")
+            tables.merge("graph_stats", stats, Upsert())
         finally:
             self.scratch.cleanup()
         s = stats.first()
