@@ -169,7 +169,7 @@ def write_mentions(spark, tables, args) -> dict[str, Any]:
     )
     # one mention per (chunk, key): the first slot; staged once so both tables agree
     first_slot = Window.partitionBy("chunk_id", "key").orderBy("m")
-    staged = f"{tables.output_dir.rstrip('/')}/_bench_staging/entity_mentions"
+    staged = f"{tables.layout.root}/_bench_staging/entity_mentions"
     (
         ents.withColumn("_r", F.row_number().over(first_slot))
         .filter("_r = 1")

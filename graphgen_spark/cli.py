@@ -46,6 +46,7 @@ def _load(path: str) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from graphgen_spark.pipeline import run_pipeline, select_stages
+    from graphgen_spark.tables import OutputLayout
 
     cfg = _load(args.config)
     if args.retry_given_up:
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     run_id = run_pipeline(cfg, args.input, args.output, stages, master=args.master)
     left = _requests_left(cfg, args.output, run_id, args.master)
-    where = f"tables under {Path(args.output) / 'tables'}"
+    where = f"tables under {OutputLayout(args.output).tables}"
     if left:
         per_stage = ", ".join(f"{stage} {n}" for stage, n in sorted(left.items()))
         print(
@@ -136,7 +137,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pyspark.sql import functions as F
 
     from graphgen_spark.session import build_session
-    from graphgen_spark.tables import SCHEMAS, Tables
+    from graphgen_spark.tables import SCHEMAS, Tables, local_path
 
     cfg = load_config(args.config)
     spark = build_session(cfg)
@@ -169,11 +170,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         from graphgen_spark.stages.evaluate import format_metrics
 
         print(format_metrics(tables.read("qa_metrics").collect()))
-    out = Path(args.output)
-    for folder in ("export", "report"):
-        files = sorted((out / folder).glob("*")) if (out / folder).is_dir() else []
+    for folder in (tables.layout.export, tables.layout.report):
+        local = local_path(folder)
+        files = sorted(local.glob("*")) if local is not None and local.is_dir() else []
         if files:
-            print(f"\n{folder}/ ({out / folder})")
+            print(f"\n{local.name}/ ({local})")
             for f in files:
                 print(f"  {f.name:<40} {f.stat().st_size:>10} bytes")
     return 0

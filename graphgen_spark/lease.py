@@ -25,10 +25,9 @@ from pyspark.sql import SparkSession
 
 from graphgen_spark import fsutil
 from graphgen_spark.errors import OutputInUse
+from graphgen_spark.tables import OutputLayout
 
 __all__ = ["Lease", "OutputInUse"]
-
-LEASE_FILE = "_lease.json"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -53,7 +52,7 @@ class Lease:
 
     @property
     def path(self) -> str:
-        return f"{self.output_dir.rstrip('/')}/{LEASE_FILE}"
+        return OutputLayout(self.output_dir).lease
 
     def _record(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,7 @@ from graphgen_spark.stages import (
     quiz,
 )
 from graphgen_spark.stages.base import Stage, StageContext, sweep_scratch
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import SCHEMAS, Tables, Upsert
 
 STAGES: tuple[Stage, ...] = (
     ingest.STAGE,
@@ -77,7 +77,7 @@ def _now() -> datetime:
 
 def _write_run(tables: Tables, row: dict) -> None:
     df = tables.spark.createDataFrame([Row(**row)], SCHEMAS["runs"])
-    tables.merge("runs", df, update_when="true")
+    tables.merge("runs", df, Upsert())
 
 
 def run_pipeline(
@@ -164,7 +164,7 @@ def _run_stage(stage: Stage, ctx: StageContext) -> dict:
 
 def _report(cfg: Config, tables: Tables, run_id: str) -> None:
     """The HTML report of a run (local output folders); it never masks the run's own error."""
-    if ":" in str(tables.output_dir).split("/", 1)[0]:
+    if not tables.layout.is_local:
         log.info("report: %s is not a local folder; skipped", tables.output_dir)
         return
     try:

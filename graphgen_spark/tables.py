@@ -1,8 +1,11 @@
 """Table names, schemas and the Delta read / MERGE helpers every stage uses.
 
-Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks). Every
-write is a MERGE on the table key (architecture §4.5), so reruns add nothing; the helpers
-return Delta's own operation metrics so stages can report what they changed.
+Tables live under ``DIR/tables/<name>`` (or ``catalog.schema.<name>`` on Databricks); every
+other path of an output folder comes from :class:`OutputLayout`. Every write is a MERGE on
+the table key (architecture §4.5), so reruns add nothing; what a MERGE does to a key the
+table has already is a named :class:`MergePolicy`. The helpers return Delta's own operation
+metrics so stages can report what they changed. Quarantine rows of every stage are built by
+:func:`as_quarantine`.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
+from urllib.parse import urlparse
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -364,6 +369,235 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# -- where an output folder keeps things -----------------------------------------------------
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # two letters at least: C: is a drive
+
+
+def local_path(path: str) -> Path | None:
+    """The local path that ``path`` names, or None when only Hadoop can reach it.
+
+    A plain path (``/dbfs/...`` too: Databricks' FUSE mount) or a ``file:`` URI is local;
+    any other scheme (``dbfs:/``, ``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``) is not.
+    """
+    if path.startswith("file:"):
+        return Path(urlparse(path).path)
+    return None if _SCHEME.match(path) else Path(path)
+
+
+class OutputLayout:
+    """Every path of one output folder, so no caller concatenates them.
+
+    A plain path is resolved (the driver's working folder is not the executors'); a URI,
+    ``file:`` included, is kept as given so Hadoop picks its filesystem.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        given = str(output_dir)
+        self.root = given.rstrip("/") if _SCHEME.match(given) else str(Path(given).resolve())
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the driver can write the folder with plain file operations."""
+        return local_path(self.root) is not None
+
+    @property
+    def tables(self) -> str:
+        return f"{self.root}/tables"
+
+    def table(self, name: str) -> str:
+        return f"{self.tables}/{name}"
+
+    @property
+    def staging(self) -> str:
+        """Scratch space of stages and the LLM journals; nothing in it outlives a run."""
+        return f"{self.root}/_staging"
+
+    def staged(self, name: str) -> str:
+        return f"{self.staging}/{name}"
+
+    @property
+    def export(self) -> str:
+        return f"{self.root}/export"
+
+    @property
+    def report(self) -> str:
+        return f"{self.root}/report"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.root}/_lease.json"
+
+
+# -- quarantine rows ----------------------------------------------------------------------------
+EXCERPT_CHARS = 200  # characters of the offending text a quarantine row keeps
+ColumnLike = str | Column  # a column name or an expression
+
+
+def _column(c: ColumnLike | None) -> Column:
+    if c is None:
+        return F.lit(None).cast("string")
+    return F.col(c) if isinstance(c, str) else c
+
+
+def as_quarantine(
+    df: DataFrame,
+    stage: str,
+    run_id: str,
+    *,
+    source: ColumnLike,
+    locator: ColumnLike,
+    reason: ColumnLike,
+    detail: ColumnLike | None = None,
+    excerpt: ColumnLike | None = None,
+) -> DataFrame:
+    """``df`` as ``quarantine`` rows of ``stage`` (strings name columns of ``df``).
+
+    The one place the row is built, so every stage fills the same columns and cuts its
+    excerpt to :data:`EXCERPT_CHARS`.
+    """
+    return df.select(
+        _column(source).alias("source"),
+        _column(locator).alias("locator"),
+        F.lit(stage).alias("stage"),
+        _column(reason).alias("reason"),
+        _column(detail).alias("detail"),
+        F.substring(_column(excerpt), 1, EXCERPT_CHARS).alias("excerpt"),
+        F.lit(run_id).alias("run_id"),
+    )
+
+
+# -- merge policies ------------------------------------------------------------------------------
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join(_sql_str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """Insert new keys, leave stored ones alone: Delta's ``whenNotMatchedInsertAll``.
+
+    Subclasses add a ``whenMatchedUpdate`` clause and :meth:`replacing` adds
+    ``whenNotMatchedBySourceDelete``, so a call site names what it means instead of writing
+    merge SQL.
+    """
+
+    delete_missing: str | None = field(default=None, kw_only=True)
+
+    def update_when(self) -> str | None:
+        """SQL over ``t.`` (stored) and ``s.`` (new) columns: update a matched row when true."""
+        return None
+
+    def update_set(self, columns: Sequence[str]) -> dict[str, str] | None:
+        """Column -> SQL expression for the non-key ``columns`` of an updated row; None: all
+        from the new row."""
+        return None
+
+    def replacing(self, **where: str) -> Self:
+        """This policy, the new rows being the complete state of the stored rows whose
+        columns equal ``where`` (the whole table without any): rows there whose key is not
+        among the new rows are deleted."""
+        cond = " AND ".join(f"t.`{c}` = {_sql_str(v)}" for c, v in where.items())
+        return replace(self, delete_missing=cond or "true")
+
+
+INSERT_ONLY = MergePolicy()
+
+
+@dataclass(frozen=True)
+class Upsert(MergePolicy):
+    """Every matched row takes the new row: for rows recomputed whole (a run's record,
+    graph statistics, calibration)."""
+
+    def update_when(self) -> str:
+        return "true"
+
+
+@dataclass(frozen=True)
+class UpdateWhen(MergePolicy):
+    """Delta's ``whenMatchedUpdate(condition, set)`` as written, for a rule that is one
+    table's own (documents gaining sources); the other policies name the common ones."""
+
+    condition: str
+    assignments: Mapping[str, str] | None = None
+
+    def update_when(self) -> str:
+        return self.condition
+
+    def update_set(self, columns: Sequence[str]) -> dict[str, str] | None:
+        return None if self.assignments is None else dict(self.assignments)
+
+
+def _same(col: str) -> str:
+    return f"t.`{col}` <=> s.`{col}`"
+
+
+def _close(col: str) -> str:
+    """Both null, or within 1e-9 relative: Spark sums doubles in partition order, so the
+    last bits of a mean can move between runs."""
+    return (
+        f"coalesce(abs(t.`{col}` - s.`{col}`) <= 1e-9 * greatest(1.0, abs(s.`{col}`)), "
+        f"t.`{col}` IS NULL AND s.`{col}` IS NULL)"
+    )
+
+
+@dataclass(frozen=True)
+class UpdateWhenChanged(MergePolicy):
+    """Update a matched row only when one of ``columns`` differs (null-safe) or one of the
+    doubles ``approx`` moved by more than 1e-9 relative; ``only`` limits the update to
+    those columns. Unchanged rows are not rewritten, so a rerun commits no version."""
+
+    columns: Sequence[str]
+    approx: Sequence[str] = ()
+    only: Sequence[str] | None = None
+
+    def update_when(self) -> str:
+        same = [_same(c) for c in self.columns] + [_close(c) for c in self.approx]
+        return "NOT (" + " AND ".join(same) + ")"
+
+    def update_set(self, columns: Sequence[str]) -> dict[str, str] | None:
+        return None if self.only is None else {c: f"s.`{c}`" for c in self.only}
+
+
+@dataclass(frozen=True)
+class RetryUntilOk(MergePolicy):
+    """Rows of work that is retried: a stored row whose ``status`` is in ``final`` keeps
+    its outcome, any other takes the new try's; ``summed`` columns add up over the tries.
+
+    With ``newer`` (a timestamp column) a matched row is updated only by a newer row, final
+    or not, so merging the same rows twice counts nothing twice; with ``give_up_after``, a
+    row whose summed ``attempts`` reach it without a final outcome becomes ``gave_up``.
+    """
+
+    final: Sequence[str] = ("ok",)
+    summed: Sequence[str] = ()
+    newer: str | None = None
+    give_up_after: int | None = None
+
+    def update_when(self) -> str:
+        if self.newer is None:
+            return f"t.status NOT IN ({_sql_list(self.final)})"
+        return f"t.`{self.newer}` IS NULL OR s.`{self.newer}` > t.`{self.newer}`"
+
+    def update_set(self, columns: Sequence[str]) -> dict[str, str]:
+        kept = f"t.status IN ({_sql_list(self.final)})"
+        out = {c: f"CASE WHEN {kept} THEN t.`{c}` ELSE s.`{c}` END" for c in columns}
+        out |= {c: f"coalesce(t.`{c}`, 0) + coalesce(s.`{c}`, 0)" for c in self.summed}
+        if self.newer is not None:
+            out[self.newer] = f"s.`{self.newer}`"
+        out["status"] = f"CASE WHEN {kept} THEN t.status {self._give_up(out)}ELSE s.status END"
+        return out
+
+    def _give_up(self, update: dict[str, str]) -> str:
+        """The CASE branch that gives a row up on its summed attempts ('' when never)."""
+        if self.give_up_after is None:
+            return ""
+        over = f"{update['attempts']} >= {self.give_up_after}"
+        return f"WHEN s.status NOT IN ({_sql_list(self.final)}) AND {over} THEN 'gave_up' "
+
+
 @dataclass(frozen=True)
 class MergeResult:
     inserted: int = 0
@@ -440,6 +674,7 @@ class Tables:
         self.output_dir = str(output_dir)
         self.catalog = catalog
         self.db_schema = schema
+        self.layout = OutputLayout(output_dir)
         self._columns_checked: set[str] = set()
 
     # -- where -----------------------------------------------------------------------
@@ -450,10 +685,7 @@ class Tables:
                 # open-source Delta's table builder parses two-part names only
                 return f"{self.db_schema}.{name}"
             return f"{self.catalog}.{self.db_schema}.{name}"
-        base = self.output_dir.rstrip("/")
-        if "://" not in base:
-            base = str(Path(base).resolve())
-        return f"{base}/tables/{name}"
+        return self.layout.table(name)
 
     def _delta(self, name: str) -> DeltaTable:
         loc = self.location(name)
@@ -506,27 +738,14 @@ class Tables:
 
     # -- writes ----------------------------------------------------------------------------
     @_conflicts_retried
-    def merge(
-        self,
-        name: str,
-        df: DataFrame,
-        *,
-        update_when: str | None = None,
-        update_set: dict[str, str] | None = None,
-        delete_missing_where: str | None = None,
-    ) -> MergeResult:
-        """MERGE ``df`` into table ``name`` on its key.
-
-        New keys are inserted. Existing keys are left alone unless ``update_when`` (a SQL
-        condition over ``t.`` target and ``s.`` source columns) holds; then ``update_set``
-        (column -> SQL expression) or all columns are updated. ``delete_missing_where`` (over
-        ``t.``) deletes target rows it selects whose key is not in ``df``: ``df`` is then the
-        complete new state of that slice of the table.
-        """
+    def merge(self, name: str, df: DataFrame, policy: MergePolicy = INSERT_ONLY) -> MergeResult:
+        """MERGE ``df`` into table ``name`` on its key: new keys are inserted, stored ones
+        are updated or deleted as ``policy`` says (by default left alone)."""
         self.ensure(name)
         cols = [f.name for f in SCHEMAS[name].fields]
         df = df.select(*cols)
-        if update_when is not None and delete_missing_where is None:
+        update_when = policy.update_when()
+        if update_when is not None and policy.delete_missing is None:
             # Delta rewrites every file holding a matched key and commits a version even when
             # update_when rejects them all: send only new rows and rows that satisfy it.
             keys = KEYS[name]
@@ -537,21 +756,22 @@ class Tables:
                 .where(f"t.`{keys[0]}` IS NULL OR ({update_when})")
                 .select("s.*")
             )
-        if delete_missing_where is not None and not self._would_change(
-            name, df, update_when, delete_missing_where
+        if policy.delete_missing is not None and not self._would_change(
+            name, df, update_when, policy.delete_missing
         ):
             return MergeResult()  # Delta would commit an empty version
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in KEYS[name])
         before = self.version(name)
         m = self._delta(name).alias("t").merge(df.alias("s"), cond)
         if update_when is not None:
+            update_set = policy.update_set([c for c in cols if c not in KEYS[name]])
             if update_set:
                 m = m.whenMatchedUpdate(condition=update_when, set=update_set)
             else:
                 m = m.whenMatchedUpdateAll(condition=update_when)
         m = m.whenNotMatchedInsertAll()
-        if delete_missing_where is not None:
-            m = m.whenNotMatchedBySourceDelete(condition=delete_missing_where)
+        if policy.delete_missing is not None:
+            m = m.whenNotMatchedBySourceDelete(condition=policy.delete_missing)
         m.execute()
         # a MERGE that changes nothing commits no version: then there is nothing to report
         return self.last_merge(name) if self.version(name) > before else MergeResult()

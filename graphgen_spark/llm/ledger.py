@@ -18,9 +18,8 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from graphgen_spark import fsutil
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import SCHEMAS, RetryUntilOk, Tables
 
-CALL_COLUMNS = [f.name for f in SCHEMAS["llm_calls"].fields]
 _SUMMED = ("attempts", "prompt_tokens", "completion_tokens", "cost")
 # journals store the timestamp as epoch microseconds (JSON has no timestamp type)
 _JOURNAL_SCHEMA = T.StructType(
@@ -50,7 +49,7 @@ class Ledger:
     # -- staging ---------------------------------------------------------------------------
     @property
     def staging_root(self) -> str:
-        return f"{self.tables.output_dir.rstrip('/')}/_staging/llm_calls"
+        return self.tables.layout.staged("llm_calls")
 
     def journal_uri(self, wave_path: str) -> str:
         """The wave's journal folder as a fully qualified URI, for executors to write to."""
@@ -102,23 +101,8 @@ class Ledger:
             .drop("_latest")
         )
         staged = staged.withColumn("status", self._give_up())
-        keep_ok = {
-            c: f"CASE WHEN t.status = 'ok' THEN t.`{c}` ELSE s.`{c}` END"
-            for c in CALL_COLUMNS
-            if c not in _SUMMED and c not in ("request_id", "updated_at")
-        }
-        summed = {c: f"coalesce(t.`{c}`, 0) + coalesce(s.`{c}`, 0)" for c in _SUMMED}
-        keep_ok["status"] = (
-            "CASE WHEN t.status = 'ok' THEN 'ok' "
-            f"WHEN s.status <> 'ok' AND {self._over('coalesce(t.attempts, 0) + s.attempts')} "
-            "THEN 'gave_up' ELSE s.status END"
-        )
-        self.tables.merge(
-            "llm_calls",
-            staged,
-            update_when="t.updated_at IS NULL OR s.updated_at > t.updated_at",
-            update_set=keep_ok | summed | {"updated_at": "s.updated_at"},
-        )
+        policy = RetryUntilOk(summed=_SUMMED, newer="updated_at", give_up_after=self.give_up_after)
+        self.tables.merge("llm_calls", staged, policy)
 
     def _over(self, attempts: str) -> str:
         return "false" if self.give_up_after is None else f"{attempts} >= {self.give_up_after}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import Config
-from graphgen_spark.tables import Tables
+from graphgen_spark.tables import Tables, local_path
 
 CSS = (
     "body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
@@ -201,7 +201,9 @@ def _metrics(tables: Tables) -> str:
 
 def write_report(cfg: Config, tables: Tables, run_id: str) -> Path:
     """Write ``DIR/report/index.html`` (local output folders) and return its path."""
-    out_dir = Path(tables.output_dir) / "report"
+    out_dir = local_path(tables.layout.report)
+    if out_dir is None:
+        raise ValueError(f"{tables.layout.report} is not a local folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = tables.read("runs").filter(F.col("run_id") == run_id).collect()
     stages = []

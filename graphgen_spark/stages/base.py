@@ -79,7 +79,7 @@ class Scratch:
 
     def __init__(self, ctx: StageContext, name: str) -> None:
         self.spark = ctx.spark
-        self.path = f"{ctx.tables.output_dir.rstrip('/')}/_staging/{name}-{uuid.uuid4().hex[:12]}"
+        self.path = ctx.tables.layout.staged(f"{name}-{uuid.uuid4().hex[:12]}")
         self.step = 0
 
     def materialise(self, df: DataFrame) -> DataFrame:

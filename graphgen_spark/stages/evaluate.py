@@ -24,7 +24,7 @@ from graphgen_spark.evaluate.lexical import content_tokens, mtld, ngram_keys, wo
 from graphgen_spark.evaluate.near_dup import near_duplicate_clusters
 from graphgen_spark.language import main_language
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged
 from graphgen_spark.tokenizer import count_tokens
 
 DISTINCT_N = (1, 2)  # the qa_metrics columns distinct_1, distinct_2
@@ -41,26 +41,10 @@ ITEM_SCHEMA = T.StructType(
 _ITEM_COLS = ITEM_SCHEMA.fieldNames()
 
 
-def _same(col: str, kind: str = "exact") -> str:
-    """SQL: target and source agree on ``col`` (null-safe; doubles to 1e-9 relative, since
-    Spark sums doubles in partition order and the last bits of a mean can move)."""
-    if kind == "exact":
-        return f"t.`{col}` <=> s.`{col}`"
-    return (
-        f"coalesce(abs(t.`{col}` - s.`{col}`) <= 1e-9 * greatest(1.0, abs(s.`{col}`)), "
-        f"t.`{col}` IS NULL AND s.`{col}` IS NULL)"
-    )
-
-
-def _changed(exact: Iterable[str], approx: Iterable[str] = ()) -> str:
-    same = [_same(c) for c in exact] + [_same(c, "approx") for c in approx]
-    return "NOT (" + " AND ".join(same) + ")"
-
-
-ITEM_CHANGED = _changed(["mode", "length", "near_dup_cluster"], ["mtld"])
-METRICS_CHANGED = _changed(
+ITEM_CHANGED = UpdateWhenChanged(["mode", "length", "near_dup_cluster"], approx=["mtld"])
+METRICS_CHANGED = UpdateWhenChanged(
     ["n", "n_clusters"],
-    [
+    approx=[
         "length_mean",
         "length_min",
         "length_max",
@@ -133,10 +117,6 @@ def mode_metrics(items: DataFrame, per_item: DataFrame, run_id: str) -> DataFram
     ).select(*SCHEMAS["qa_metrics"].fieldNames())
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _run(ctx: StageContext) -> StageResult:
     cfg, tables = ctx.cfg.eval, ctx.tables
     n_parts = int(ctx.spark.conf.get("spark.sql.shuffle.partitions", "8"))
@@ -168,15 +148,12 @@ def _run(ctx: StageContext) -> StageResult:
         .withColumn("run_id", F.lit(ctx.run_id))
         .select(*SCHEMAS["qa_item_metrics"].fieldNames())
     )
-    item_res = tables.merge(
-        "qa_item_metrics", per_item, update_when=ITEM_CHANGED, delete_missing_where="true"
-    )
+    item_res = tables.merge("qa_item_metrics", per_item, ITEM_CHANGED.replacing())
     rows = mode_metrics(items, per_item, ctx.run_id).collect()  # one row per mode
     metrics_res = tables.merge(
         "qa_metrics",
         ctx.spark.createDataFrame(rows, SCHEMAS["qa_metrics"]),
-        update_when=METRICS_CHANGED,
-        delete_missing_where=f"t.run_id = {_sql_str(ctx.run_id)}",
+        METRICS_CHANGED.replacing(run_id=ctx.run_id),
     )
     counts = {
         "qa_evaluated": n_qa,

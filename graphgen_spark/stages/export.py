@@ -17,12 +17,10 @@ so no stale file of a wholly contaminated mode survives.
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
@@ -41,12 +39,12 @@ from graphgen_spark.export.formats import (
 )
 from graphgen_spark.ids import h_col, rr
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
+from graphgen_spark.tables import local_path
 
 NAME = "export"
 REPORT_FILE = "decontamination.jsonl"
 RENDER_COLUMNS = ("qa_id", "mode", "question", "answer", "options", "answers", "language")
 SPLITS = ("train", "validation")
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 Renderer = Callable[[DataFrame], DataFrame]
 _HEX = 13  # hex digits of rr used as a uniform number: 52 bits, exact in a double
 
@@ -72,14 +70,7 @@ def split_col(seed: int | str, fraction: float) -> Column:
 
 
 def export_dir(ctx: StageContext) -> str:
-    return f"{ctx.tables.output_dir.rstrip('/')}/export"
-
-
-def local_path(path: str) -> Path | None:
-    """The local folder of a plain or ``file:`` path; None for any other filesystem."""
-    if path.startswith("file:"):
-        return Path(urlparse(path).path)
-    return None if _SCHEME.match(path) else Path(path)
+    return ctx.tables.layout.export
 
 
 # -- rendering ------------------------------------------------------------------------------

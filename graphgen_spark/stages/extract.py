@@ -30,7 +30,7 @@ from graphgen_spark.llm.requests import request_row
 from graphgen_spark.llm.schemas import MoreNeeded
 from graphgen_spark.prompts.extract import extract_messages, glean_check_message, glean_message
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import RetryUntilOk, as_quarantine
 
 NAME = "extract"
 
@@ -401,9 +401,7 @@ class _Extractor:
             "request_ids",
             F.lit(self.ctx.run_id).alias("run_id"),
         )
-        update = {c: f"s.`{c}`" for c in SCHEMAS["extractions"].fieldNames()}
-        update["attempts"] = "t.attempts + 1"
-        self.ctx.tables.merge("extractions", row, update_when="t.status <> 'ok'", update_set=update)
+        self.ctx.tables.merge("extractions", row, RetryUntilOk(summed=["attempts"]))
         self.result.add(StageResult(self._capped_counts(outcomes)))
 
     def _capped_counts(self, outcomes: DataFrame) -> dict[str, int]:
@@ -492,14 +490,15 @@ class _Extractor:
                 "q.reason", "q.locator", F.lit(None).cast("string").alias("detail"), "q.excerpt"
             ).alias("q"),
         )
-        return rejected.unionByName(capped).select(
-            F.concat(F.lit("content:"), "content_hash").alias("source"),
-            F.col("q.locator").alias("locator"),
-            F.lit(NAME).alias("stage"),
-            F.col("q.reason").alias("reason"),
-            F.col("q.detail").alias("detail"),
-            F.substring("q.excerpt", 1, 200).alias("excerpt"),
-            F.lit(self.ctx.run_id).alias("run_id"),
+        return as_quarantine(
+            rejected.unionByName(capped),
+            NAME,
+            self.ctx.run_id,
+            source=F.concat(F.lit("content:"), "content_hash"),
+            locator="q.locator",
+            reason="q.reason",
+            detail="q.detail",
+            excerpt="q.excerpt",
         )
 
     def _failures(self, left: DataFrame, n_todo: int, counts: dict[str, int]) -> str | None:

@@ -31,7 +31,7 @@ from graphgen_spark.llm.executor import LLMExecutor, LLMWork
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
 from graphgen_spark.stages.partition import config_hash, method_for
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 # what every QA row carries from its batch (method §1 rule 3)
@@ -439,39 +439,28 @@ def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
         .withColumn("flags", F.array_union("flags", F.array("kind")))
         .select(*SCHEMAS["qa"].fieldNames())
     )
-    res = tables.merge(
-        "qa",
-        flagged,
-        update_when="NOT (t.duplicate_of <=> s.duplicate_of)",
-        update_set={"status": "s.status", "duplicate_of": "s.duplicate_of", "flags": "s.flags"},
-    )
+    changed = UpdateWhenChanged(["duplicate_of"], only=["status", "duplicate_of", "flags"])
+    res = tables.merge("qa", flagged, changed)
     return res.updated
 
 
 def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: DataFrame) -> int:
-    rows = invalid.select(
-        F.concat(F.lit("batch:"), "batch_id").alias("source"),
-        F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-        F.lit(NAME).alias("stage"),
-        "reason",
-        "detail",
-        F.lit(None).cast("string").alias("excerpt"),
-        F.lit(ctx.run_id).alias("run_id"),
-    ).union(
-        too_long.select(
-            F.concat(F.lit("batch:"), "batch_id").alias("source"),
-            F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")).alias("locator"),
-            F.lit(NAME).alias("stage"),
-            F.lit("prompt_too_long").alias("reason"),
-            F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")).alias("detail"),
-            F.substring("facts", 1, 200).alias("excerpt"),
-            F.lit(ctx.run_id).alias("run_id"),
+    unit = {
+        "source": F.concat(F.lit("batch:"), "batch_id"),
+        "locator": F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")),
+    }
+    rows = as_quarantine(invalid, NAME, ctx.run_id, **unit, reason="reason", detail="detail").union(
+        as_quarantine(
+            too_long,
+            NAME,
+            ctx.run_id,
+            **unit,
+            reason=F.lit("prompt_too_long"),
+            detail=F.concat(F.col("prompt_tokens").cast("string"), F.lit(" tokens")),
+            excerpt="facts",
         )
     )
-    update = {c: f"s.`{c}`" for c in SCHEMAS["quarantine"].fieldNames()}
-    res = ctx.tables.merge(
-        "quarantine", rows, update_when="t.reason <> s.reason", update_set=update
-    )
+    res = ctx.tables.merge("quarantine", rows, UpdateWhenChanged(["reason"]))
     return res.inserted + res.updated
 
 

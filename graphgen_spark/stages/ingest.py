@@ -39,7 +39,7 @@ from graphgen_spark.config import InputConfig
 from graphgen_spark.ids import h_col
 from graphgen_spark.stages import readers as R
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
-from graphgen_spark.tables import MergeResult
+from graphgen_spark.tables import MergeResult, UpdateWhen, as_quarantine
 
 NAME = "ingest"
 _BINARY_MAX_LENGTH = "spark.sql.sources.binaryFile.maxLength"
@@ -47,14 +47,16 @@ _BINARY_MAX_LENGTH = "spark.sql.sources.binaryFile.maxLength"
 # A known document seen from new sources: union the sources; the representative fields
 # follow the smallest source reference, as a one-shot run over all inputs would choose.
 _S_FIRST = "struct(s.source, s.locator, s.source_id) < struct(t.source, t.locator, t.source_id)"
-DOC_UPDATE_WHEN = "size(array_except(s.sources, t.sources)) > 0"
-DOC_UPDATE_SET = {
-    "sources": "array_sort(array_union(t.sources, s.sources))",
-    **{
-        c: f"CASE WHEN {_S_FIRST} THEN s.{c} ELSE t.{c} END"
-        for c in ("source", "locator", "source_id", "metadata", "format")
+ADD_SOURCES = UpdateWhen(
+    "size(array_except(s.sources, t.sources)) > 0",
+    {
+        "sources": "array_sort(array_union(t.sources, s.sources))",
+        **{
+            c: f"CASE WHEN {_S_FIRST} THEN s.{c} ELSE t.{c} END"
+            for c in ("source", "locator", "source_id", "metadata", "format")
+        },
     },
-}
+)
 
 
 def _run(ctx: StageContext) -> StageResult:
@@ -88,9 +90,7 @@ def _run(ctx: StageContext) -> StageResult:
         # only new documents: an insert-only MERGE (Delta's fast path).
         doc_res = MergeResult()
         if changed_docs:
-            doc_res = ctx.tables.merge(
-                "documents", docs, update_when=DOC_UPDATE_WHEN, update_set=DOC_UPDATE_SET
-            )
+            doc_res = ctx.tables.merge("documents", docs, ADD_SOURCES)
         elif new_docs:
             doc_res = ctx.tables.merge("documents", docs)
         q_res = MergeResult()
@@ -537,7 +537,7 @@ def new_or_changed(docs: DataFrame, current: DataFrame) -> DataFrame:
     """The collapsed documents the MERGE has to touch: new ones and known ones with new sources
     (flag ``_known``; the MERGE ignores columns outside the table schema).
 
-    Delta rewrites every file holding a matched key even when ``update_when`` rejects all
+    Delta rewrites every file holding a matched key even when :data:`ADD_SOURCES` rejects all
     of them, committing a new version; with only these rows as the source, a rerun's MERGE
     source is empty and Delta commits nothing.
     """
@@ -556,19 +556,17 @@ def new_quarantine(rows: DataFrame, current: DataFrame) -> DataFrame:
 
 
 def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
-    return (
-        checked.filter(F.col("reason").isNotNull())
-        .select(
-            "source",
-            "locator",
-            F.lit(NAME).alias("stage"),
-            "reason",
-            "detail",
-            "excerpt",
-            F.lit(run_id).alias("run_id"),
-        )
-        .dropDuplicates(["source", "locator"])
+    rows = as_quarantine(
+        checked.filter(F.col("reason").isNotNull()),
+        NAME,
+        run_id,
+        source="source",
+        locator="locator",
+        reason="reason",
+        detail="detail",
+        excerpt="excerpt",
     )
+    return rows.dropDuplicates(["source", "locator"])
 
 
 STAGE = Stage(NAME, _run, reads=(), writes=("documents", "quarantine"))

@@ -35,7 +35,13 @@ from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import judge_messages
 from graphgen_spark.report.reliability import reliability_png
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import (
+    SCHEMAS,
+    RetryUntilOk,
+    UpdateWhenChanged,
+    Upsert,
+    local_path,
+)
 
 NAME = "judge"
 JUDGE_REQUEST = T.StructType(
@@ -239,7 +245,7 @@ def _judge_pending(ctx: StageContext, trainee_model: str) -> StageResult:
     result.add(StageResult.of_llm(summary))
     answers = llm.results(reqs).join(todo.select("statement_id", "label"), "statement_id")
     judged = answers.mapInPandas(_verdict_fn(cfg, trainee_model), SCHEMAS["judgements"])
-    res = tables.merge("judgements", judged, update_when="t.status NOT IN ('ok', 'no_verdict')")
+    res = tables.merge("judgements", judged, RetryUntilOk(final=["ok", "no_verdict"]))
     result.counts["judgements_written"] = res.inserted + res.updated
     return result
 
@@ -294,15 +300,14 @@ def _run(ctx: StageContext) -> StageResult:
             F.when(F.col("n_ok") > 0, "ok").otherwise("unjudged").alias("status"),
         )
     )
-    changed = "NOT (t.loss <=> s.loss AND t.n_ok <=> s.n_ok AND t.n_total <=> s.n_total AND t.status <=> s.status)"
-    tables.merge("gap_scores", scores, update_when=changed)
+    changed = UpdateWhenChanged(["loss", "n_ok", "n_total", "status"])
+    tables.merge("gap_scores", scores, changed)
     cal = calibration_rows(mine, trainee_model, cfg.ece.bins, ctx.run_id)
-    tables.merge(
-        "calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), update_when="true"
-    )
+    tables.merge("calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), Upsert())
     overall = next((c for c in cal if c["scope"] == "all"), None)
-    if overall and overall["n"]:
-        png = reliability_png(overall, f"{tables.output_dir.rstrip('/')}/report")
+    report_dir = local_path(tables.layout.report)
+    if overall and overall["n"] and report_dir is not None:
+        png = reliability_png(overall, report_dir)
         ctx.log.info("judge: reliability diagram %s", png)
     if overall and overall["ece"] is not None:
         ctx.log.info(

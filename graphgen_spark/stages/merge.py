@@ -28,7 +28,7 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.summarise import summarise_messages
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged, Upsert, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 
 NAME = "merge"
@@ -278,14 +278,14 @@ class _Merger:
                 ["chunk_id", "src_key", "dst_key"],
                 "left_anti",
             )
-            q = dropped.select(
-                F.lit("relation_mentions").alias("source"),
-                F.concat_ws("|", "chunk_id", "src_key", "dst_key").alias("locator"),
-                F.lit(NAME).alias("stage"),
-                F.lit("unknown_endpoint").alias("reason"),
-                F.lit(None).cast("string").alias("detail"),
-                F.substring("description", 1, 200).alias("excerpt"),
-                F.lit(ctx.run_id).alias("run_id"),
+            q = as_quarantine(
+                dropped,
+                NAME,
+                ctx.run_id,
+                source=F.lit("relation_mentions"),
+                locator=F.concat_ws("|", "chunk_id", "src_key", "dst_key"),
+                reason=F.lit("unknown_endpoint"),
+                excerpt="description",
             )
             counts["quarantined_unknown_endpoint"] = tables.merge("quarantine", q).inserted
             rm = kept
@@ -313,15 +313,21 @@ class _Merger:
         rels = rels.select(*rel_cols).withColumn(
             "row_hash", F.sha2(F.to_json(F.struct(*rel_cols)), 256)
         )
-        e_res = tables.merge("entities", ents, update_when="t.row_hash <> s.row_hash")
-        r_res = tables.merge("relations", rels, update_when="t.row_hash <> s.row_hash")
-        queries = GraphQueries(
-            ctx.spark, ctx.cfg.graph.engine, f"{self.scratch.path}/checkpoints", self.materialise
-        )
-        stats = compute_stats(
-            ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
-        )
-        tables.merge("graph_stats", stats, update_when="true")
+        try:
+            e_res = tables.merge("entities", ents, UpdateWhenChanged(["row_hash"]))
+            r_res = tables.merge("relations", rels, UpdateWhenChanged(["row_hash"]))
+            queries = GraphQueries(
+                ctx.spark,
+                ctx.cfg.graph.engine,
+                f"{self.scratch.path}/checkpoints",
+                self.scratch.materialise,
+            )
+            stats = compute_stats(
+                ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
+            )
+            tables.merge("graph_stats", stats, Upsert())
+        finally:
+            self.scratch.cleanup()
         s = stats.first()
         if s["missing_endpoints"]:
             raise RuntimeError(

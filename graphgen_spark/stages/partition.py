@@ -41,7 +41,7 @@ from graphgen_spark.partition.triple import ENGINE as MOTIF
 from graphgen_spark.partition.triple import METHOD as TRIPLE
 from graphgen_spark.partition.triple import triples
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged
 
 STAGE = "partition"
 COMPONENT = "component"
@@ -388,16 +388,8 @@ def _partition_method(
         .select(*SCHEMAS["subgraphs"].fieldNames())
     )
     rows = scratch.materialise(rows)
-    changed = (
-        "NOT (t.node_ids <=> s.node_ids AND t.edge_ids <=> s.edge_ids AND t.loss <=> s.loss"
-        " AND t.engine <=> s.engine AND t.graph_engine <=> s.graph_engine)"
-    )
-    res = tables.merge(
-        "subgraphs",
-        rows,
-        update_when=changed,
-        delete_missing_where=f"t.method = '{method}' AND t.config_hash = '{chash}'",
-    )
+    changed = UpdateWhenChanged(["node_ids", "edge_ids", "loss", "engine", "graph_engine"])
+    res = tables.merge("subgraphs", rows, changed.replacing(method=method, config_hash=chash))
     stats = rows.agg(
         F.count("*").alias("batches"),
         F.sum(F.size("edge_ids")).alias("edges"),

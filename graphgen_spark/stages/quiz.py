@@ -25,7 +25,7 @@ from graphgen_spark.llm.executor import LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.prompts.quiz import quiz_messages
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
-from graphgen_spark.tables import SCHEMAS
+from graphgen_spark.tables import SCHEMAS, as_quarantine
 
 NAME = "quiz"
 
@@ -213,14 +213,15 @@ def _attempts(ctx: StageContext, todo: DataFrame) -> tuple[StageResult, DataFram
 def _incomplete(ctx: StageContext, todo: DataFrame) -> DataFrame:
     """Quarantine rows for elements with no yes/no pair after every attempt (retried next run)."""
     attempts = ctx.cfg.quiz.max_attempts
-    return todo.select(
-        F.lit("statements").alias("source"),
-        F.concat_ws(":", "element_kind", "element_id", "description_hash").alias("locator"),
-        F.lit(NAME).alias("stage"),
-        F.lit("quiz_incomplete").alias("reason"),
-        F.lit(f"no valid yes/no statement pair after {attempts} attempts").alias("detail"),
-        F.substring("description", 1, 200).alias("excerpt"),
-        F.lit(ctx.run_id).alias("run_id"),
+    return as_quarantine(
+        todo,
+        NAME,
+        ctx.run_id,
+        source=F.lit("statements"),
+        locator=F.concat_ws(":", "element_kind", "element_id", "description_hash"),
+        reason=F.lit("quiz_incomplete"),
+        detail=F.lit(f"no valid yes/no statement pair after {attempts} attempts"),
+        excerpt="description",
     )
 
 

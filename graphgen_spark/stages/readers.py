@@ -39,6 +39,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.ids import h_col
+from graphgen_spark.tables import EXCERPT_CHARS
 from graphgen_spark.text import utf8_safe
 
 STR = T.StringType()
@@ -98,7 +99,6 @@ RECORD_FORMATS = ("jsonl", "json")
 TABULAR_FORMATS = ("csv", "parquet")
 FILE_FORMATS = TEXT_FORMATS + TABULAR_FORMATS
 DEFAULT_TEXT_FIELDS = ("content", "text")
-EXCERPT_CHARS = 200
 BOM = codecs.BOM_UTF8
 # UTF-32 first: its little-endian BOM starts with UTF-16's.
 _WIDE_BOMS = (
