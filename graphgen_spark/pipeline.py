@@ -107,7 +107,7 @@ def run_pipeline(
         "stage_stats": [],
     }
     with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
-        for path in sweep_scratch(spark, tables.output_dir):
+        for path in sweep_scratch(spark, tables.layout):
             log.info("removed scratch a stopped run left: %s", path)
         _write_run(tables, run)
         _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)

@@ -409,7 +409,8 @@ class OutputLayout:
 
     @property
     def staging(self) -> str:
-        """Scratch space of stages and the LLM journals; nothing in it outlives a run."""
+        """Scratch space of stages and the LLM journals: a stage's scratch goes when the
+        stage ends; a killed run's is swept by the next run, which merges its journals."""
         return f"{self.root}/_staging"
 
     def staged(self, name: str) -> str:

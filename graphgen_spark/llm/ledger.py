@@ -30,6 +30,8 @@ _JOURNAL_SCHEMA = T.StructType(
 )
 JOURNAL_SUFFIX = ".journal"
 
+JOURNALS = "llm_calls"  # the folder under _staging holding the waves' journals
+
 
 class Ledger:
     """``llm_calls`` of one output and the staging area its journals live in."""
@@ -49,7 +51,7 @@ class Ledger:
     # -- staging ---------------------------------------------------------------------------
     @property
     def staging_root(self) -> str:
-        return self.tables.layout.staged("llm_calls")
+        return self.tables.layout.staged(JOURNALS)
 
     def journal_uri(self, wave_path: str) -> str:
         """The wave's journal folder as a fully qualified URI, for executors to write to."""

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field, replace
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from graphgen_spark.config import Config
+from graphgen_spark.llm.ledger import JOURNALS
 from graphgen_spark.llm.work import ExecutionSummary
-from graphgen_spark.tables import Tables
+from graphgen_spark.tables import OutputLayout, Tables
 
 
 @dataclass
@@ -94,16 +95,16 @@ class Scratch:
         fsutil.delete(self.spark, self.path)
 
 
-def sweep_scratch(spark: SparkSession, output_dir: str) -> list[str]:
+def sweep_scratch(spark: SparkSession, layout: OutputLayout) -> list[str]:
     """Remove the scratch folders a killed run left; returns them. Called under the run
-    lease, so no other run is using one. The LLM journals (``_staging/llm_calls``) stay:
-    recovery merges them into ``llm_calls``."""
+    lease, so no other run is using one. The LLM journals stay: recovery merges them into
+    ``llm_calls``."""
     from graphgen_spark import fsutil
 
     left = [
         p
-        for p in fsutil.list_dirs(spark, f"{output_dir.rstrip('/')}/_staging")
-        if p.rstrip("/").rsplit("/", 1)[-1] != "llm_calls"
+        for p in fsutil.list_dirs(spark, layout.staging)
+        if p.rstrip("/").rsplit("/", 1)[-1] != JOURNALS
     ]
     for path in left:
         fsutil.delete(spark, path)
