@@ -20,7 +20,7 @@ from test_partition_reference import e, islands, n, path, star, triangle_tail
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
-from graphgen_spark.partition.claim import by_claim, unsupported
+from graphgen_spark.partition.claim import Claim, unsupported
 from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.distributed import global_position, rank_units
@@ -87,7 +87,7 @@ def claim(spark, graph: Graph, params: Params, partitions: int | None = None, **
     """Run the engine; rows, ``seed_id → round`` and the run."""
     nodes, edges = frames(spark, graph, partitions)
     kw.setdefault("collect_threshold", 0)
-    run = by_claim(nodes, edges, params, **kw)
+    run = Claim(params, **kw).run(nodes, edges)
     rows = run.batches.collect()
     rounds = {r["seed_id"]: r["round"] for r in run.seed_rounds.collect()}
     return rows, rounds, run
@@ -335,7 +335,7 @@ def test_unsupported_configurations_are_named():
     assert "max_tokens" in unsupported(EDGE_SEED, Params(expand_method="max_tokens"))
     assert "ece/edge_seed only" in unsupported("ece/unit", Params())
     with pytest.raises(ValueError, match="max_tokens"):
-        by_claim(None, None, Params(expand_method="max_tokens"))
+        Claim(Params(expand_method="max_tokens"))
 
 
 # ---------------------------------------------------------------- config and stage

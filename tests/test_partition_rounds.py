@@ -21,7 +21,7 @@ from test_partition_claim import RANDOM, as_tuple, frames, rename, union
 from graphgen_spark.ids import h
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
 from graphgen_spark.partition.reference import EDGE_SEED, Params, partition
-from graphgen_spark.partition.rounds import by_rounds, reach, unsupported
+from graphgen_spark.partition.rounds import ExactRounds, reach, unsupported
 from graphgen_spark.stages import partition as stage
 from graphgen_spark.tables import Tables
 
@@ -45,7 +45,7 @@ GRAPH = union(*RANDOM[:8], random_tree(1), rename(random_tree(2), "x"))
 def rounds_rows(spark, graph: Graph, params: Params, **kw):
     nodes, edges = frames(spark, graph)
     kw.setdefault("collect_threshold", 0)
-    run = by_rounds(nodes, edges, params, **kw)
+    run = ExactRounds(params, **kw).run(nodes, edges)
     return run.batches.collect(), run
 
 

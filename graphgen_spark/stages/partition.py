@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import Config
-from graphgen_spark.graph.engines import GraphQueries
+from graphgen_spark.graph.engines import GraphQueries, Keep
 from graphgen_spark.ids import h, h_col
 from graphgen_spark.partition.claim import ENGINE as CLAIM
-from graphgen_spark.partition.claim import by_claim
+from graphgen_spark.partition.claim import Claim
 from graphgen_spark.partition.claim import unsupported as claim_unsupported
 from graphgen_spark.partition.community import METHOD as COMMUNITY
 from graphgen_spark.partition.community import Cut, cut_oversized
@@ -35,7 +34,7 @@ from graphgen_spark.partition.distributed import rank_units, union_all
 from graphgen_spark.partition.engine import per_component
 from graphgen_spark.partition.reference import Params
 from graphgen_spark.partition.rounds import ENGINE as ROUNDS
-from graphgen_spark.partition.rounds import by_rounds
+from graphgen_spark.partition.rounds import ExactRounds
 from graphgen_spark.partition.rounds import unsupported as rounds_unsupported
 from graphgen_spark.partition.triple import ENGINE as MOTIF
 from graphgen_spark.partition.triple import METHOD as TRIPLE
@@ -141,14 +140,9 @@ def unit_frames(ctx: StageContext, queries: GraphQueries) -> tuple[DataFrame, Da
     return nodes, edges
 
 
-def unit_ranks(
-    nodes: DataFrame,
-    edges: DataFrame,
-    cfg: Config,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-) -> DataFrame:
+def unit_ranks(nodes: DataFrame, edges: DataFrame, cfg: Config, keep: Keep) -> DataFrame:
     """``(unit_id, seed_rank)``: position of every unit in the §6.1 order."""
-    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy, materialise)
+    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy, keep)
 
 
 def difficulty_cuts(batches: DataFrame) -> tuple[float, float] | None:
@@ -191,7 +185,7 @@ def run(ctx: StageContext) -> StageResult:
         nodes, edges = unit_frames(ctx, queries)
         nodes = scratch.materialise(nodes)
         edges = scratch.materialise(edges)
-        ranks = unit_ranks(nodes, edges, cfg, scratch.materialise)  # materialised inside
+        ranks = unit_ranks(nodes, edges, cfg, queries.keep)  # materialised inside
         giant = giant_components(edges, cfg.partition.local_max_edges)
         if giant:
             log.log(
@@ -289,7 +283,7 @@ def _build_batches(
 ) -> tuple[DataFrame, dict[str, int]]:
     """Batches with ``engine`` and ``graph_engine`` columns, and how many components each
     engine took."""
-    ctx, params, giant, scratch = plan.ctx, plan.params, plan.giant, plan.scratch
+    ctx, params, giant = plan.ctx, plan.params, plan.giant
     cfg = ctx.cfg
     if method == TRIPLE:  # one motif query over the whole graph, whatever the components
         found = triples(nodes, edges, plan.queries, params.loss_strategy)
@@ -321,19 +315,11 @@ def _build_batches(
             local_nodes, local_edges = nodes.filter(~inside), edges.filter(~inside)
         else:
             big_nodes, big_edges = nodes, edges
-        options = {"queries": plan.queries} if name == ROUNDS else {}
-        run = (by_claim if name == CLAIM else by_rounds)(
-            big_nodes,
-            big_edges,
-            params,
-            plan.ranks,
-            max_rounds=p.max_rounds,
-            collect_threshold=p.collect_threshold,
-            materialise=scratch.materialise,
-            log=ctx.log,
-            **options,
+        engine = (Claim if name == CLAIM else ExactRounds)(
+            params, plan.queries, p.max_rounds, p.collect_threshold, ctx.log
         )
-        ops = ("neighbourhood",) if name == ROUNDS and run.rounds else ()
+        run = engine.run(big_nodes, big_edges, plan.ranks)
+        ops = engine.graph_ops if run.rounds else ()
         parts.append(
             run.batches.withColumn("engine", F.lit(name)).withColumn(
                 "graph_engine", F.lit(plan.graph_engine(*ops))
