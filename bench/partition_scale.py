@@ -1166,7 +1166,7 @@ def _contract_plan(args: argparse.Namespace, used: str, edges: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from graphgen_spark.stages.partition import params_for
+    from graphgen_spark.partition.plan import params_for
 
     cfg = stage_config(args)
     params = params_for(cfg)

@@ -25,6 +25,7 @@ from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.distributed import global_position, rank_units
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
+from graphgen_spark.partition.plan import PartitionPlan, params_for
 from graphgen_spark.partition.reference import EDGE_SEED, Params, _expand_width, partition
 from graphgen_spark.stages import partition as stage
 from graphgen_spark.tables import Tables
@@ -354,14 +355,20 @@ def test_config_engine_settings():
     )
 
 
+def engine_plan(engine: str, method: str, params: Params, giant: list[str]):
+    """``(engine, components it takes or None for all)`` as the plan routes ``method``."""
+    route = PartitionPlan(params, engine, tuple(giant)).route(method)
+    return route.engine, None if route.components is None else list(route.components)
+
+
 def test_engine_plan():
     giant = ["c1"]
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), giant) == ("claim", giant)
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), []) == ("component", None)
-    assert stage.engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", None)
-    assert stage.engine_plan("claim", "ece/unit", Params(), giant) == ("component", None)
-    assert stage.engine_plan("auto", "ece/unit", Params(), giant) == ("component", None)
-    assert stage.engine_plan("component", EDGE_SEED, Params(), giant) == ("component", None)
+    assert engine_plan("auto", EDGE_SEED, Params(), giant) == ("claim", giant)
+    assert engine_plan("auto", EDGE_SEED, Params(), []) == ("component", None)
+    assert engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", None)
+    assert engine_plan("claim", "ece/unit", Params(), giant) == ("component", None)
+    assert engine_plan("auto", "ece/unit", Params(), giant) == ("component", None)
+    assert engine_plan("component", EDGE_SEED, Params(), giant) == ("component", None)
 
 
 def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_path):
@@ -382,10 +389,7 @@ def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_pat
     }
     assert tuple(rows["r-bc"]["edge_ids"]) == ("r-bc", "r-ab", "r-cd")
     assert tuple(rows["r-de"]["edge_ids"]) == ("r-de", "r-ep", "r-bd")
-    assert (
-        check_contract(reference_graph(), list(rows.values()), EDGE_SEED, stage.params_for(cfg))
-        == []
-    )
+    assert check_contract(reference_graph(), list(rows.values()), EDGE_SEED, params_for(cfg)) == []
     c = result.counts
     assert c["ece_edge_seed_engine_claim_components"] == 1
     assert c["ece_edge_seed_engine_component_components"] == 2  # f-g-h and the isolated i
