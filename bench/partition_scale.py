@@ -750,6 +750,8 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
 
     import graphgen_spark.partition.distributed as rounds_mod
     import graphgen_spark.stages.partition as stage
+    from graphgen_spark.partition.claim import Claim
+    from graphgen_spark.partition.rounds import ExactRounds
     from graphgen_spark.session import build_session
     from graphgen_spark.stages.base import StageContext
     from graphgen_spark.tables import Tables
@@ -782,12 +784,12 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
 
         phases = _Phases()
         orig = (stage.unit_frames, stage.Scratch.materialise)
-        orig_engines = (stage.by_claim, stage.by_rounds)
         orig_finish = rounds_mod.finish_on_driver
         stage.unit_frames = phases.wrap(orig[0], "unit frames (components)")
         stage.Scratch.materialise = phases.wrap(orig[1])  # type: ignore[method-assign]
-        stage.by_claim = phases.wrap(orig_engines[0], ENGINE_LABEL, "claim")
-        stage.by_rounds = phases.wrap(orig_engines[1], ENGINE_LABEL, "rounds")
+        round_engines = (Claim, ExactRounds)  # each gets a timed copy of RoundEngine.run
+        for engine in round_engines:
+            engine.run = phases.wrap(engine.run, ENGINE_LABEL, engine.name)  # type: ignore[method-assign]
         rounds_mod.finish_on_driver = phases.wrap(orig_finish, FINISH_LABEL)
         tables.merge = phases.wrap(tables.merge, "MERGE into subgraphs")  # type: ignore[method-assign]
         ctx = StageContext(spark, cfg, tables, "bench-partition")
@@ -809,7 +811,8 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
             rss = sampler.stop(stage_s)
             ctx.log.removeHandler(rounds_log)
             stage.unit_frames, stage.Scratch.materialise = orig
-            stage.by_claim, stage.by_rounds = orig_engines
+            for engine in round_engines:
+                del engine.run  # back to the inherited RoundEngine.run
             rounds_mod.finish_on_driver = orig_finish
             spark.sparkContext.setJobGroup("bench-analysis", "bench: reading results back")
 
@@ -1163,7 +1166,7 @@ def _contract_plan(args: argparse.Namespace, used: str, edges: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from graphgen_spark.stages.partition import params_for
+    from graphgen_spark.partition.plan import params_for
 
     cfg = stage_config(args)
     params = params_for(cfg)

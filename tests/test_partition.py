@@ -15,6 +15,7 @@ from graphgen_spark.ids import rr
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.engine import run_method
 from graphgen_spark.partition.graph import Edge, Graph, Node
+from graphgen_spark.partition.plan import params_for
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.stages import partition as stage
@@ -165,7 +166,7 @@ def edge_seed_only(spark, tables):
 @pytest.mark.parametrize("method", ["ece/edge_seed", "unit", "ece/unit", "community", "triple"])
 def test_engine_reproduces_the_sequential_reference(partitioned, method):
     tables, cfg, _ = partitioned
-    params = stage.params_for(cfg)
+    params = params_for(cfg)
     expected = run_method(reference_graph(), method, params, 3, 42)
     rows = stored(tables, method)
     assert {as_tuple(b) for b in expected.batches} == {as_tuple(r) for r in rows.values()}
@@ -218,7 +219,7 @@ def test_changed_graph_updates_only_touched_batches(spark, edge_seed_only):
     write_graph(spark, tables, grown)
     run_stage(spark, tables, cfg, run_id="p-3")
     rows = stored(tables, "ece/edge_seed")
-    expected = run_method(reference_graph(grown), "ece/edge_seed", stage.params_for(cfg), 3, 42)
+    expected = run_method(reference_graph(grown), "ece/edge_seed", params_for(cfg), 3, 42)
     assert {as_tuple(b) for b in expected.batches} == {as_tuple(r) for r in rows.values()}
     assert rows["r-gh"]["run_id"] == "p-1"  # the other component's batch was not rewritten
     assert rows["r-ce"]["run_id"] == "p-3"
@@ -235,7 +236,7 @@ def test_gap_scoring_off_orders_by_rr(spark, tables):
     run_stage(spark, tables, off)
     rows = stored(tables, "ece/edge_seed")
     graph = reference_graph()
-    expected = run_method(graph, "ece/edge_seed", stage.params_for(off), 3, 42)
+    expected = run_method(graph, "ece/edge_seed", params_for(off), 3, 42)
     assert {as_tuple(b) for b in expected.batches} == {as_tuple(r) for r in rows.values()}
     assert stage.config_hash(off, "ece/edge_seed") != stage.config_hash(cfg, "ece/edge_seed")
 

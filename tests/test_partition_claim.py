@@ -20,11 +20,12 @@ from test_partition_reference import e, islands, n, path, star, triangle_tail
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
-from graphgen_spark.partition.claim import by_claim, unsupported
+from graphgen_spark.partition.claim import Claim, unsupported
 from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.distributed import global_position, rank_units
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
+from graphgen_spark.partition.plan import PartitionPlan, params_for
 from graphgen_spark.partition.reference import EDGE_SEED, Params, _expand_width, partition
 from graphgen_spark.stages import partition as stage
 from graphgen_spark.tables import Tables
@@ -87,7 +88,7 @@ def claim(spark, graph: Graph, params: Params, partitions: int | None = None, **
     """Run the engine; rows, ``seed_id → round`` and the run."""
     nodes, edges = frames(spark, graph, partitions)
     kw.setdefault("collect_threshold", 0)
-    run = by_claim(nodes, edges, params, **kw)
+    run = Claim(params, **kw).run(nodes, edges)
     rows = run.batches.collect()
     rounds = {r["seed_id"]: r["round"] for r in run.seed_rounds.collect()}
     return rows, rounds, run
@@ -335,7 +336,7 @@ def test_unsupported_configurations_are_named():
     assert "max_tokens" in unsupported(EDGE_SEED, Params(expand_method="max_tokens"))
     assert "ece/edge_seed only" in unsupported("ece/unit", Params())
     with pytest.raises(ValueError, match="max_tokens"):
-        by_claim(None, None, Params(expand_method="max_tokens"))
+        Claim(Params(expand_method="max_tokens"))
 
 
 # ---------------------------------------------------------------- config and stage
@@ -354,14 +355,20 @@ def test_config_engine_settings():
     )
 
 
+def engine_plan(engine: str, method: str, params: Params, giant: list[str]):
+    """``(engine, components it takes or None for all)`` as the plan routes ``method``."""
+    route = PartitionPlan(params, engine, tuple(giant)).route(method)
+    return route.engine, None if route.components is None else list(route.components)
+
+
 def test_engine_plan():
     giant = ["c1"]
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), giant) == ("claim", giant)
-    assert stage.engine_plan("auto", EDGE_SEED, Params(), []) == ("component", None)
-    assert stage.engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", None)
-    assert stage.engine_plan("claim", "ece/unit", Params(), giant) == ("component", None)
-    assert stage.engine_plan("auto", "ece/unit", Params(), giant) == ("component", None)
-    assert stage.engine_plan("component", EDGE_SEED, Params(), giant) == ("component", None)
+    assert engine_plan("auto", EDGE_SEED, Params(), giant) == ("claim", giant)
+    assert engine_plan("auto", EDGE_SEED, Params(), []) == ("component", None)
+    assert engine_plan("claim", EDGE_SEED, Params(), []) == ("claim", None)
+    assert engine_plan("claim", "ece/unit", Params(), giant) == ("component", None)
+    assert engine_plan("auto", "ece/unit", Params(), giant) == ("component", None)
+    assert engine_plan("component", EDGE_SEED, Params(), giant) == ("component", None)
 
 
 def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_path):
@@ -382,10 +389,7 @@ def test_stage_auto_sends_the_giant_component_to_the_claim_engine(spark, tmp_pat
     }
     assert tuple(rows["r-bc"]["edge_ids"]) == ("r-bc", "r-ab", "r-cd")
     assert tuple(rows["r-de"]["edge_ids"]) == ("r-de", "r-ep", "r-bd")
-    assert (
-        check_contract(reference_graph(), list(rows.values()), EDGE_SEED, stage.params_for(cfg))
-        == []
-    )
+    assert check_contract(reference_graph(), list(rows.values()), EDGE_SEED, params_for(cfg)) == []
     c = result.counts
     assert c["ece_edge_seed_engine_claim_components"] == 1
     assert c["ece_edge_seed_engine_component_components"] == 2  # f-g-h and the isolated i

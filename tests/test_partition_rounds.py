@@ -16,13 +16,13 @@ from test_partition import (
     stored,
     write_graph,
 )
-from test_partition_claim import RANDOM, as_tuple, frames, rename, union
+from test_partition_claim import RANDOM, as_tuple, engine_plan, frames, rename, union
 
 from graphgen_spark.ids import h
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
+from graphgen_spark.partition.plan import params_for
 from graphgen_spark.partition.reference import EDGE_SEED, Params, partition
-from graphgen_spark.partition.rounds import by_rounds, reach, unsupported
-from graphgen_spark.stages import partition as stage
+from graphgen_spark.partition.rounds import ExactRounds, reach, unsupported
 from graphgen_spark.tables import Tables
 
 
@@ -45,7 +45,7 @@ GRAPH = union(*RANDOM[:8], random_tree(1), rename(random_tree(2), "x"))
 def rounds_rows(spark, graph: Graph, params: Params, **kw):
     nodes, edges = frames(spark, graph)
     kw.setdefault("collect_threshold", 0)
-    run = by_rounds(nodes, edges, params, **kw)
+    run = ExactRounds(params, **kw).run(nodes, edges)
     return run.batches.collect(), run
 
 
@@ -87,11 +87,11 @@ def test_reach_and_supported_methods():
 
 def test_engine_plan_runs_rounds_on_request():
     giant, maxtok = ["c1"], Params(expand_method="max_tokens")
-    assert stage.engine_plan("rounds", EDGE_SEED, maxtok, giant) == ("rounds", None)
-    assert stage.engine_plan("rounds", EDGE_SEED, Params(), []) == ("rounds", None)
-    assert stage.engine_plan("auto", EDGE_SEED, maxtok, giant) == ("component", None)
-    assert stage.engine_plan("claim", EDGE_SEED, maxtok, giant) == ("component", None)
-    assert stage.engine_plan("rounds", "bfs", Params(), giant) == ("component", None)
+    assert engine_plan("rounds", EDGE_SEED, maxtok, giant) == ("rounds", None)
+    assert engine_plan("rounds", EDGE_SEED, Params(), []) == ("rounds", None)
+    assert engine_plan("auto", EDGE_SEED, maxtok, giant) == ("component", None)
+    assert engine_plan("claim", EDGE_SEED, maxtok, giant) == ("component", None)
+    assert engine_plan("rounds", "bfs", Params(), giant) == ("component", None)
 
 
 def test_stage_runs_max_tokens_by_rounds(spark, tmp_path):
@@ -112,7 +112,7 @@ def test_stage_runs_max_tokens_by_rounds(spark, tmp_path):
     result = run_stage(spark, tables, cfg)
     assert locally_checkpointed(spark) <= before  # rounds and their queries use the scratch
     rows = stored(tables, EDGE_SEED)
-    want = partition(reference_graph(), EDGE_SEED, stage.params_for(cfg)).batches
+    want = partition(reference_graph(), EDGE_SEED, params_for(cfg)).batches
     assert {s: tuple(r["edge_ids"]) for s, r in rows.items()} == {
         b.seed_id: tuple(b.edge_ids) for b in want
     }

@@ -65,9 +65,9 @@ def symmetrised(edges: DataFrame, *extra: str) -> DataFrame:
     return edges.select("src", "dst", *extra).unionByName(back)
 
 
-def vertex_index(v: DataFrame, keep: Keep | None = None) -> DataFrame:
+def vertex_index(v: DataFrame, keep: Keep = local_keep) -> DataFrame:
     """``(id, idx)``: each vertex's 0-based position in id order (a total order, distributed);
-    ``keep`` materialises the sorted rows (default ``localCheckpoint``)."""
+    ``keep`` materialises the sorted rows."""
     from graphgen_spark.partition.distributed import global_position
 
     index = global_position(v.select("id"), [F.col("id")], "idx", keep)
@@ -301,7 +301,9 @@ class GraphQueries:
 
     ``engine`` is ``graph.engine``: ``graphframes`` (the jar must be present), ``dataframe``,
     or ``auto`` (per query and graph size as :data:`GRAPHFRAMES_FROM` says where the jar is
-    present, DataFrame joins where not).
+    present, DataFrame joins where not). ``keep`` is the checkpoint policy of both
+    formulations and of whatever iterates on their answers (the round engines of
+    :mod:`graphgen_spark.partition.distributed`): a stage passes its ``Scratch.materialise``.
     """
 
     def __init__(
@@ -315,8 +317,11 @@ class GraphQueries:
 
             require_graphframes(spark)
         self.choice = engine
-        self.dataframe = DataFrameGraph(keep)
-        self.graphframes = GraphFramesGraph(spark, checkpoint_dir, keep) if self.present else None
+        self.keep = keep or local_keep
+        self.dataframe = DataFrameGraph(self.keep)
+        self.graphframes = (
+            GraphFramesGraph(spark, checkpoint_dir, self.keep) if self.present else None
+        )
         self.used: dict[str, str] = {}
 
     def engine_for(self, op: str, e: DataFrame) -> DataFrameGraph | GraphFramesGraph:

@@ -16,7 +16,8 @@ untaken relations, with only the loop over rounds on the driver. Each round:
 4. Accepted batches are disjoint and mark their relations taken. The globally best untaken
    relation always wins every claim, so each round places at least one batch.
 
-After ``max_rounds`` rounds, or as soon as fewer than ``collect_threshold`` relations remain,
+:class:`Claim` is a :class:`graphgen_spark.partition.distributed.RoundEngine`: after
+``max_rounds`` rounds, or as soon as fewer than ``collect_threshold`` relations remain,
 the remaining subgraph (untaken relations and their endpoints, nothing else) is collected
 and finished by :func:`graphgen_spark.partition.reference.ece_edge_seed` on the driver, which
 respects ``taken`` because taken relations are simply absent. ``isolated_nodes = add`` gives
@@ -49,7 +50,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from graphgen_spark.partition.distributed import RoundsRun, in_rounds, union_all
+from graphgen_spark.partition.distributed import RoundEngine, union_all
 from graphgen_spark.partition.reference import EDGE_SEED, Params
 
 ENGINE = "claim"
@@ -70,17 +71,14 @@ def unsupported(method: str, params: Params) -> str | None:
 # ---------------------------------------------------------------- the engine
 
 
-def by_claim(
-    nodes: DataFrame, edges: DataFrame, params: Params, ranks: DataFrame | None = None, **options
-) -> RoundsRun:
-    """Batches of ``ece/edge_seed`` by claim rounds; arguments and ``options`` as for
-    :func:`graphgen_spark.partition.distributed.in_rounds`."""
-    reason = unsupported(EDGE_SEED, params)
-    if reason:
-        raise ValueError(reason)
-    return in_rounds(
-        ENGINE, lambda live, _keep: _round(live, params), nodes, edges, params, ranks, **options
-    )
+class Claim(RoundEngine):
+    """Batches of ``ece/edge_seed`` by claim rounds (``max_width`` only: :func:`unsupported`)."""
+
+    name = ENGINE
+    unsupported = staticmethod(unsupported)
+
+    def one_round(self, live: DataFrame, nodes: DataFrame, edges: DataFrame) -> DataFrame:
+        return _round(live, self.params)
 
 
 def _round(live: DataFrame, p: Params) -> DataFrame:

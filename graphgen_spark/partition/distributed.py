@@ -1,7 +1,9 @@
 """Machinery shared by the round-based engines of method.md §6.9 (claim and exact rounds).
 
-The §6.1 order as Spark ranks (:func:`rank_units`), the driver loop over rounds with the
-sequential finish (:func:`in_rounds`), and batch rows built from ``(seed_id, edge_id, pos)``
+The §6.1 order as Spark ranks (:func:`rank_units`); :class:`RoundEngine`, the interface of
+both engines: a configured object, in the shape of graphframes' ``Pregel``, whose ``run``
+loops rounds on the driver and finishes sequentially, and which keeps every round's frames
+through its graph engine's ``keep``; and batch rows built from ``(seed_id, edge_id, pos)``
 picks with the reference's token, loss and flag rules (:func:`batch_rows`).
 """
 
@@ -9,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from graphgen_spark.graph.engines import DataFrameGraph, GraphQueries, Keep, local_keep
 from graphgen_spark.partition.engine import BATCH_SCHEMA, build_graph
 from graphgen_spark.partition.reference import EDGE_SEED, OVER_BUDGET, Params, ece_edge_seed
 
@@ -29,7 +33,7 @@ def rank_units(
     edges: DataFrame,
     sampling: str,
     loss_strategy: str,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
+    keep: Keep = local_keep,
 ) -> DataFrame:
     """``(unit_id, seed_rank)``: position (1-based) of every entity and relation in §6.1 order.
 
@@ -58,14 +62,11 @@ def rank_units(
     else:
         value = F.col("value") if sampling == "min_loss" else -F.col("value")
         order = [F.col("value").isNull(), value, F.col("rr"), F.col("unit_id")]
-    return global_position(units, order, "seed_rank", materialise)
+    return global_position(units, order, "seed_rank", keep)
 
 
 def global_position(
-    df: DataFrame,
-    order: list[Column],
-    name: str,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
+    df: DataFrame, order: list[Column], name: str, keep: Keep = local_keep
 ) -> DataFrame:
     """``df``'s first column with its 1-based position ``name`` in ``order`` (a total order).
 
@@ -75,7 +76,6 @@ def global_position(
     small collect). The sorted rows are materialised first so the counts and the indexes
     see the same partitions (range bounds come from sampling).
     """
-    keep = materialise or (lambda frame: frame.localCheckpoint(eager=True))
     key = df.columns[0]
     part = F.spark_partition_id()
     sorted_rows = keep(
@@ -117,77 +117,121 @@ class RoundsRun:
     collected: int
 
 
-# (live relations, materialise) -> (seed_id, edge_id, pos) of the batches fixed this round
-Round = Callable[[DataFrame, Callable[[DataFrame], DataFrame]], DataFrame]
+@dataclass(frozen=True)
+class RoundEngine(ABC):
+    """A round engine of §6.9 for ``ece/edge_seed``, configured once and then :meth:`run`.
 
-
-def in_rounds(
-    engine: str,
-    one_round: Round,
-    nodes: DataFrame,
-    edges: DataFrame,
-    params: Params,
-    ranks: DataFrame | None = None,
-    *,
-    max_rounds: int = 50,
-    collect_threshold: int = 100_000,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-    log: logging.Logger | None = None,
-) -> RoundsRun:
-    """Run ``one_round`` until no relation is left, ``max_rounds`` rounds were run or fewer
-    than ``collect_threshold`` relations remain; the driver finishes the rest sequentially.
-
-    ``nodes``/``edges`` carry ``component_id`` (frames as for ``engine.per_component``);
-    ``ranks`` is :func:`rank_units` (computed when not given). ``materialise`` cuts the
-    lineage each round (the stage writes to its scratch folder; default ``localCheckpoint``).
+    ``graph`` answers the engine's graph queries and owns the checkpoint policy: every
+    round's frames go through ``graph.keep`` (a stage's scratch folder, so a lost executor
+    costs a re-read, not the run; ``localCheckpoint`` for a bare ``DataFrameGraph``).
+    ``max_rounds`` bounds the rounds; below ``collect_threshold`` untaken relations the
+    driver finishes with the sequential reference.
     """
-    if max_rounds < 0 or collect_threshold < 0:
-        raise ValueError("max_rounds and collect_threshold must be >= 0")
-    log = log or LOG
-    keep = materialise or (lambda df: df.localCheckpoint(eager=True))
-    if ranks is None:
-        ranks = rank_units(nodes, edges, params.sampling, params.loss_strategy, keep)
-    spark = edges.sparkSession
-    edge_rank = ranks.select(F.col("unit_id").alias("edge_id"), F.col("seed_rank").alias("rank"))
-    live = keep(edges.select("edge_id", "src_id", "dst_id").join(edge_rank, "edge_id"))
-    total = remaining = live.count()
-    placed: list[DataFrame] = []  # (seed_id, edge_id, pos, round) per round
-    rounds = 0
-    while remaining and remaining >= collect_threshold and rounds < max_rounds:
-        rounds += 1
-        won = keep(one_round(live, keep).withColumn("round", F.lit(rounds)))
-        placed.append(won)
-        live = keep(live.join(won.select("edge_id"), "edge_id", "left_anti"))
-        before, remaining = remaining, live.count()
-        log.info(
-            "partition %s round %d: %d relations placed, %d remain",
-            engine,
-            rounds,
-            before - remaining,
-            remaining,
+
+    params: Params
+    graph: GraphQueries | DataFrameGraph = field(default_factory=DataFrameGraph)
+    max_rounds: int = 50
+    collect_threshold: int = 100_000
+    log: logging.Logger = LOG
+
+    name: ClassVar[str]
+    graph_ops: ClassVar[tuple[str, ...]] = ()  # graph queries its rounds ask
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 0 or self.collect_threshold < 0:
+            raise ValueError("max_rounds and collect_threshold must be >= 0")
+        reason = self.unsupported(EDGE_SEED, self.params)
+        if reason:
+            raise ValueError(reason)
+
+    @staticmethod
+    @abstractmethod
+    def unsupported(method: str, params: Params) -> str | None:
+        """Why the engine cannot run ``method`` with ``params``; None when it can."""
+
+    @abstractmethod
+    def one_round(self, live: DataFrame, nodes: DataFrame, edges: DataFrame) -> DataFrame:
+        """``(seed_id, edge_id, pos)`` of the batches fixed this round, from the untaken
+        relations ``live(edge_id, src_id, dst_id, rank)``."""
+
+    @property
+    def keep(self) -> Keep:
+        return self.graph.keep
+
+    def run(self, nodes: DataFrame, edges: DataFrame, ranks: DataFrame | None = None) -> RoundsRun:
+        """Rounds until no relation is left, ``max_rounds`` rounds were run or fewer than
+        ``collect_threshold`` relations remain; the driver finishes the rest sequentially.
+
+        ``nodes``/``edges`` carry ``component_id`` (frames as for ``engine.per_component``);
+        ``ranks`` is :func:`rank_units` (computed when not given).
+        """
+        if ranks is None:
+            ranks = rank_units(
+                nodes, edges, self.params.sampling, self.params.loss_strategy, self.keep
+            )
+        edge_rank = ranks.select(
+            F.col("unit_id").alias("edge_id"), F.col("seed_rank").alias("rank")
         )
-    finish = finish_on_driver(nodes, edges, live, params, rounds + 1) if remaining else None
-    if remaining:
-        log.info("partition %s: %d relations finished on the driver", engine, remaining)
-    parts = []
-    rounds_parts = []
-    if placed:
-        picks = union_all(placed)
-        parts.append(batch_rows(picks, nodes, edges, params))
-        rounds_parts.append(picks.filter(F.col("pos") == 0).select("seed_id", "round"))
-    if finish is not None:
-        parts.append(finish[0])
-        rounds_parts.append(finish[1])
-    if params.isolated_nodes == "add":
-        parts.append(isolated_batches(nodes, edges))
-    empty_rounds = spark.createDataFrame([], "seed_id string, round int")
-    return RoundsRun(
-        batches=union_all(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
-        seed_rounds=union_all(rounds_parts) if rounds_parts else empty_rounds,
-        rounds=rounds,
-        placed=total - remaining,
-        collected=remaining,
-    )
+        live = self.keep(edges.select("edge_id", "src_id", "dst_id").join(edge_rank, "edge_id"))
+        total = live.count()
+        placed, live, remaining = self._place(live, total, nodes, edges)
+        finish = None
+        if remaining:
+            finish = finish_on_driver(nodes, edges, live, self.params, len(placed) + 1)
+            self.log.info("partition %s: %d relations finished on the driver", self.name, remaining)
+        return self._result(nodes, edges, placed, finish, total - remaining, remaining)
+
+    def _place(
+        self, live: DataFrame, remaining: int, nodes: DataFrame, edges: DataFrame
+    ) -> tuple[list[DataFrame], DataFrame, int]:
+        """Rounds while enough relations are left: each round's ``(seed_id, edge_id, pos,
+        round)``, the untaken relations after the last one, and how many they are."""
+        placed: list[DataFrame] = []
+        while remaining and remaining >= self.collect_threshold and len(placed) < self.max_rounds:
+            n = len(placed) + 1
+            won = self.keep(self.one_round(live, nodes, edges).withColumn("round", F.lit(n)))
+            placed.append(won)
+            live = self.keep(live.join(won.select("edge_id"), "edge_id", "left_anti"))
+            before, remaining = remaining, live.count()
+            self.log.info(
+                "partition %s round %d: %d relations placed, %d remain",
+                self.name,
+                n,
+                before - remaining,
+                remaining,
+            )
+        return placed, live, remaining
+
+    def _result(
+        self,
+        nodes: DataFrame,
+        edges: DataFrame,
+        placed: list[DataFrame],
+        finish: tuple[DataFrame, DataFrame] | None,
+        n_placed: int,
+        collected: int,
+    ) -> RoundsRun:
+        """The batches of the rounds, of the driver's finish and of isolated entities."""
+        spark = edges.sparkSession
+        parts, seed_rounds = [], []
+        if placed:
+            picks = union_all(placed)
+            parts.append(batch_rows(picks, nodes, edges, self.params))
+            seed_rounds.append(picks.filter(F.col("pos") == 0).select("seed_id", "round"))
+        if finish is not None:
+            parts.append(finish[0])
+            seed_rounds.append(finish[1])
+        if self.params.isolated_nodes == "add":
+            parts.append(isolated_batches(nodes, edges))
+        return RoundsRun(
+            batches=union_all(parts) if parts else spark.createDataFrame([], BATCH_SCHEMA),
+            seed_rounds=union_all(seed_rounds)
+            if seed_rounds
+            else spark.createDataFrame([], "seed_id string, round int"),
+            rounds=len(placed),
+            placed=n_placed,
+            collected=collected,
+        )
 
 
 def union_all(frames: list[DataFrame]) -> DataFrame:

@@ -19,8 +19,10 @@ apart, so their neighbourhoods (balls of radius ``max_depth``) are disjoint. Eac
 4. The batches are final; their relations leave the untaken set.
 
 By induction every batch equals the sequential one; rounds only change the order in which
-they are found. After ``max_rounds`` rounds, or below ``collect_threshold`` untaken relations,
-the driver finishes with the reference on what is left (still exact). Compared with the
+they are found. :class:`ExactRounds` is a
+:class:`graphgen_spark.partition.distributed.RoundEngine`: after ``max_rounds`` rounds, or
+below ``collect_threshold`` untaken relations, the driver finishes with the reference on
+what is left (still exact). Compared with the
 claim engine (:mod:`graphgen_spark.partition.claim`) it places fewer seeds per round (only
 local minima of a larger neighbourhood), and a hub's whole ball is expanded in one task;
 it is the engine for ``max_tokens``, whose running token sum the claim engine cannot prune.
@@ -34,8 +36,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from graphgen_spark.graph.engines import DataFrameGraph, GraphQueries
-from graphgen_spark.partition.distributed import RoundsRun, in_rounds
+from graphgen_spark.partition.distributed import RoundEngine
 from graphgen_spark.partition.graph import Edge, Graph, Node
 from graphgen_spark.partition.reference import EDGE_SEED, Params, expand
 
@@ -59,70 +60,52 @@ def reach(params: Params) -> int:
     return params.max_depth
 
 
-def by_rounds(
-    nodes: DataFrame,
-    edges: DataFrame,
-    params: Params,
-    ranks: DataFrame | None = None,
-    queries: GraphQueries | None = None,
-    **options,
-) -> RoundsRun:
-    """Exact batches of ``ece/edge_seed`` by rounds; arguments and ``options`` as for
-    :func:`graphgen_spark.partition.distributed.in_rounds`; ``queries`` answers the
-    neighbourhood query of the balls (DataFrame joins when not given)."""
-    reason = unsupported(EDGE_SEED, params)
-    if reason:
-        raise ValueError(reason)
-    tokens = _unit_tokens(nodes, edges, params)
-    depth = reach(params)
+class ExactRounds(RoundEngine):
+    """Exact batches of ``ece/edge_seed`` by rounds; ``graph`` answers the neighbourhood
+    query of the balls."""
 
-    def one_round(live: DataFrame, keep: Callable[[DataFrame], DataFrame]) -> DataFrame:
-        seeds = keep(_active(live, 2 * depth, keep))
+    name = ENGINE
+    graph_ops = ("neighbourhood",)
+    unsupported = staticmethod(unsupported)
+
+    def one_round(self, live: DataFrame, nodes: DataFrame, edges: DataFrame) -> DataFrame:
+        depth = reach(self.params)
+        seeds = self.keep(self._active(live, 2 * depth))
         if depth:
-            balls = _balls(live, seeds, depth, keep, queries or DataFrameGraph(keep))
+            balls = self._balls(live, seeds, depth)
         else:  # every relation is its own batch
             balls = seeds.select(F.col("seed_id").alias("edge_id"), "seed_id")
-        return _expand(balls, live, tokens, params)
+        return _expand(balls, live, _unit_tokens(nodes, edges, self.params), self.params)
 
-    return in_rounds(ENGINE, one_round, nodes, edges, params, ranks, **options)
+    def _active(self, live: DataFrame, radius: int) -> DataFrame:
+        """``seed_id`` of every untaken relation with the best rank within ``radius`` hops."""
+        best = live.select("edge_id", "src_id", "dst_id", "rank", F.col("rank").alias("m"))
+        for _ in range(radius):
+            at_node = (
+                best.select(F.explode(F.array("src_id", "dst_id")).alias("node"), "m")
+                .groupBy("node")
+                .agg(F.min("m").alias("nm"))
+            )
+            best = self.keep(
+                best.join(at_node.withColumnsRenamed({"node": "src_id", "nm": "ms"}), "src_id")
+                .join(at_node.withColumnsRenamed({"node": "dst_id", "nm": "md"}), "dst_id")
+                .select("edge_id", "src_id", "dst_id", "rank", F.least("m", "ms", "md").alias("m"))
+            )
+        return best.filter(F.col("m") == F.col("rank")).select(F.col("edge_id").alias("seed_id"))
 
+    def _balls(self, live: DataFrame, seeds: DataFrame, depth: int) -> DataFrame:
+        """``(edge_id, seed_id)``: the untaken relations within ``depth`` hops of each seed.
 
-def _active(live: DataFrame, radius: int, keep: Callable[[DataFrame], DataFrame]) -> DataFrame:
-    """``seed_id`` of every untaken relation with the best rank within ``radius`` hops."""
-    best = live.select("edge_id", "src_id", "dst_id", "rank", F.col("rank").alias("m"))
-    for _ in range(radius):
-        at_node = (
-            best.select(F.explode(F.array("src_id", "dst_id")).alias("node"), "m")
-            .groupBy("node")
-            .agg(F.min("m").alias("nm"))
+        A relation is within line-graph distance ``depth`` of a seed when it touches a node
+        within ``depth - 1`` hops of the seed's endpoints: a k-hop neighbourhood query."""
+        ends = seeds.join(live.withColumnRenamed("edge_id", "seed_id"), "seed_id").select(
+            "seed_id", F.explode(F.array("src_id", "dst_id")).alias("id")
         )
-        best = keep(
-            best.join(at_node.withColumnsRenamed({"node": "src_id", "nm": "ms"}), "src_id")
-            .join(at_node.withColumnsRenamed({"node": "dst_id", "nm": "md"}), "dst_id")
-            .select("edge_id", "src_id", "dst_id", "rank", F.least("m", "ms", "md").alias("m"))
-        )
-    return best.filter(F.col("m") == F.col("rank")).select(F.col("edge_id").alias("seed_id"))
-
-
-def _balls(
-    live: DataFrame,
-    seeds: DataFrame,
-    depth: int,
-    keep: Callable[[DataFrame], DataFrame],
-    queries: GraphQueries | DataFrameGraph,
-) -> DataFrame:
-    """``(edge_id, seed_id)``: the untaken relations within ``depth`` hops of each seed.
-
-    A relation is within line-graph distance ``depth`` of a seed when it touches a node
-    within ``depth - 1`` hops of the seed's endpoints: a k-hop neighbourhood query."""
-    ends = seeds.join(live.withColumnRenamed("edge_id", "seed_id"), "seed_id").select(
-        "seed_id", F.explode(F.array("src_id", "dst_id")).alias("id")
-    )
-    e = live.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst"))
-    v = e.select(F.explode(F.array("src", "dst")).alias("id")).distinct()
-    near = queries.neighbourhood(v, e, ends, depth - 1)
-    incidence = live.select(F.explode(F.array("src_id", "dst_id")).alias("id"), "edge_id")
-    return keep(near.join(incidence, "id").select("edge_id", "seed_id").distinct())
+        e = live.select(F.col("src_id").alias("src"), F.col("dst_id").alias("dst"))
+        v = e.select(F.explode(F.array("src", "dst")).alias("id")).distinct()
+        near = self.graph.neighbourhood(v, e, ends, depth - 1)
+        incidence = live.select(F.explode(F.array("src_id", "dst_id")).alias("id"), "edge_id")
+        return self.keep(near.join(incidence, "id").select("edge_id", "seed_id").distinct())
 
 
 def _unit_tokens(nodes: DataFrame, edges: DataFrame, params: Params) -> DataFrame | None:

@@ -1,13 +1,13 @@
 """Partition stage (§6): the `subgraphs` table, one set of batches per partition method.
 
 The methods come from the configured generation modes (§7.2 defaults, `generate.methods`
-overrides). Every unit gets its sort key in Spark (loss from the trainee's `gap_scores`,
-then `rr`, then id); components come from GraphFrames or DataFrame label propagation; the
-per-component exact engine (:mod:`graphgen_spark.partition.engine`) builds the batches, and
-for `ece/edge_seed` (`max_width`) the components over `partition.local_max_edges` relations go
-to the claim engine (:mod:`graphgen_spark.partition.claim`) under `engine: auto`; `engine:
-claim` or `rounds` (the exact rounds engine, :mod:`graphgen_spark.partition.rounds`) runs
-every component that way. Each row's `engine` column names the engine.
+overrides). The stage reads the graph: every unit with its sort key in Spark (loss from the
+trainee's `gap_scores`, then `rr`, then id) and its component (GraphFrames or DataFrame
+label propagation); builds each method's batches as the partition plan
+(:mod:`graphgen_spark.partition.plan`) routes them, per component, by rounds or by one motif
+query; and merges them. Each row's `engine` column names the engine, `graph_engine` who
+answered the graph queries behind it. Every intermediate, the round engines' and the graph
+queries' included, goes through the stage's scratch folder (``Scratch.materialise``).
 Rows are keyed by ``batch_id = h(method, config_hash, seed_id)``: a rerun on the same graph
 writes nothing, a changed graph rewrites only the batches whose content changed and
 removes batches of the same configuration that no longer exist.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -26,27 +25,20 @@ from pyspark.sql import functions as F
 from graphgen_spark.config import Config
 from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.ids import h, h_col
-from graphgen_spark.partition.claim import ENGINE as CLAIM
-from graphgen_spark.partition.claim import by_claim
-from graphgen_spark.partition.claim import unsupported as claim_unsupported
 from graphgen_spark.partition.community import METHOD as COMMUNITY
 from graphgen_spark.partition.community import Cut, cut_oversized
 from graphgen_spark.partition.distributed import rank_units, union_all
-from graphgen_spark.partition.engine import per_component
-from graphgen_spark.partition.reference import Params
-from graphgen_spark.partition.rounds import ENGINE as ROUNDS
-from graphgen_spark.partition.rounds import by_rounds
-from graphgen_spark.partition.rounds import unsupported as rounds_unsupported
+from graphgen_spark.partition.plan import COMPONENT, ROUND_ENGINES, PartitionPlan
 from graphgen_spark.partition.triple import ENGINE as MOTIF
-from graphgen_spark.partition.triple import METHOD as TRIPLE
 from graphgen_spark.partition.triple import triples
 from graphgen_spark.stages.base import Scratch, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged
 
 STAGE = "partition"
-COMPONENT = "component"
 # settings that choose how batches are computed, not what a method's batches mean
 ENGINE_KEYS = {"engine", "local_max_edges", "max_rounds", "collect_threshold"}
+# a batch is rewritten when its content, its loss or the engines behind it changed
+CHANGED = UpdateWhenChanged(["node_ids", "edge_ids", "loss", "engine", "graph_engine"])
 MODE_METHOD = {
     "atomic": "unit",
     "true_false": "unit",
@@ -65,28 +57,6 @@ def method_for(cfg: Config, mode: str) -> str:
     if chosen is None:
         return MODE_METHOD[mode]
     return f"ece/{cfg.ece.variant}" if chosen == "ece" else chosen
-
-
-def params_for(cfg: Config) -> Params:
-    p = cfg.partition
-    return Params(
-        sampling=cfg.sampling(),
-        loss_strategy=p.loss_strategy,
-        expand_method=p.expand_method,
-        bidirectional=p.bidirectional,
-        max_depth=p.max_depth,
-        max_extra_edges=p.max_extra_edges,
-        max_tokens=p.max_tokens,
-        isolated_nodes=p.isolated_nodes,
-        unit_max_units=p.unit.max_units,
-        unit_min_units=p.unit.min_units,
-        unit_max_tokens=p.unit.max_tokens,
-        undersized=p.unit.undersized,
-        max_units_per_community=p.max_units_per_community,
-        anchor_type=p.anchor.type,
-        anchor_ids=tuple(p.anchor.ids),
-        anchor_max_units=p.anchor.max_units,
-    )
 
 
 def config_hash(cfg: Config, method: str) -> str:
@@ -141,16 +111,6 @@ def unit_frames(ctx: StageContext, queries: GraphQueries) -> tuple[DataFrame, Da
     return nodes, edges
 
 
-def unit_ranks(
-    nodes: DataFrame,
-    edges: DataFrame,
-    cfg: Config,
-    materialise: Callable[[DataFrame], DataFrame] | None = None,
-) -> DataFrame:
-    """``(unit_id, seed_rank)``: position of every unit in the §6.1 order."""
-    return rank_units(nodes, edges, cfg.sampling(), cfg.partition.loss_strategy, materialise)
-
-
 def difficulty_cuts(batches: DataFrame) -> tuple[float, float] | None:
     """Loss terciles (§7.3): q1 = value at ⌊N/3⌋, q2 = value at ⌊2N/3⌋ of the sorted losses."""
     losses = batches.filter(F.col("loss").isNotNull()).select("loss").orderBy("loss")
@@ -180,56 +140,27 @@ def with_difficulty(batches: DataFrame, cuts: tuple[float, float] | None) -> Dat
     return batches.withColumn("difficulty", tier.cast("int"))
 
 
+def giant_components(edges: DataFrame, local_max_edges: int) -> dict[str, int]:
+    """Components with more than ``local_max_edges`` relations: id → relation count."""
+    over = edges.groupBy("component_id").count().filter(F.col("count") > local_max_edges)
+    return {r["component_id"]: r["count"] for r in over.collect()}
+
+
 def run(ctx: StageContext) -> StageResult:
-    cfg, log = ctx.cfg, ctx.log
-    result = StageResult()
+    cfg = ctx.cfg
     scratch = Scratch(ctx, STAGE)
     try:
         queries = GraphQueries(
             ctx.spark, cfg.graph.engine, f"{scratch.path}/checkpoint", scratch.materialise
         )
         nodes, edges = unit_frames(ctx, queries)
-        nodes = scratch.materialise(nodes)
-        edges = scratch.materialise(edges)
-        ranks = unit_ranks(nodes, edges, cfg, scratch.materialise)  # materialised inside
-        giant = giant_components(edges, cfg.partition.local_max_edges)
-        if giant:
-            log.log(
-                logging.WARNING if cfg.partition.engine == COMPONENT else logging.INFO,
-                "partition: %d components over partition.local_max_edges=%d relations (largest "
-                "%d); engine=%s: %s",
-                len(giant),
-                cfg.partition.local_max_edges,
-                max(giant.values()),
-                cfg.partition.engine,
-                "each runs in one task"
-                if cfg.partition.engine == COMPONENT
-                else "ece/edge_seed runs them by rounds (method §6.9)",
-            )
-        if cfg.partition.community.use_lcc:
-            top = edges.groupBy("component_id").count().orderBy(F.desc("count"), "component_id")
-            lcc = top.limit(1).select("component_id")
-            comm_nodes, comm_edges = (
-                nodes.join(lcc, "component_id"),
-                edges.join(lcc, "component_id"),
-            )
-        else:
-            comm_nodes, comm_edges = nodes, edges
-        plan = _Plan(ctx, params_for(cfg), ranks, sorted(giant), scratch, queries)
-        methods = sorted({method_for(cfg, m) for m in cfg.generate.modes})
-        n_units = nodes.filter(~F.col("is_placeholder")).count() + edges.count()
-        for method in methods:
-            if method == COMMUNITY:
-                cut = cut_oversized(
-                    comm_nodes,
-                    comm_edges,
-                    cfg.partition.community.max_component_nodes,
-                    queries,
-                    cfg.graph.label_propagation_iters,
-                )
-                result.add(_partition_method(plan, method, cut.nodes, cut.edges, n_units, cut))
-            else:
-                result.add(_partition_method(plan, method, nodes, edges, n_units))
+        nodes, edges = scratch.materialise(nodes), scratch.materialise(edges)
+        p = cfg.partition
+        ranks = rank_units(nodes, edges, cfg.sampling(), p.loss_strategy, queries.keep)
+        giant = giant_components(edges, p.local_max_edges)
+        _log_giant(ctx, giant)
+        shared = _Shared(ctx, PartitionPlan.of(cfg, giant), ranks, scratch, queries)
+        result = _partition_methods(shared, nodes, edges)
         result.counts["components_engine_graphframes"] = int(
             queries.used["components"] == "graphframes"
         )
@@ -238,43 +169,31 @@ def run(ctx: StageContext) -> StageResult:
     return result
 
 
-def giant_components(edges: DataFrame, local_max_edges: int) -> dict[str, int]:
-    """Components with more than ``local_max_edges`` relations: id → relation count."""
-    over = edges.groupBy("component_id").count().filter(F.col("count") > local_max_edges)
-    return {r["component_id"]: r["count"] for r in over.collect()}
-
-
-def _unsupported(engine: str, method: str, params: Params) -> str | None:
-    return {CLAIM: claim_unsupported, ROUNDS: rounds_unsupported}[engine](method, params)
-
-
-def engine_plan(
-    engine: str, method: str, params: Params, giant: list[str]
-) -> tuple[str, list[str] | None]:
-    """Which engine runs which components of ``method``: ``(name, None)`` runs every
-    component; ``(name, ids)`` runs the giant components ``ids``, the per-component engine
-    the rest. ``auto`` sends giant components to the claim engine where it can run them;
-    the exact rounds engine is opt-in (``engine: rounds``): on power-law graphs few
-    relations are the best within twice the depth, so rounds place little and the driver
-    finishes most of the graph (bench/results/partition_scale_rounds.json). An engine that
-    cannot run the method falls back to per component."""
-    if engine == COMPONENT:
-        return COMPONENT, None
-    if engine in (CLAIM, ROUNDS):
-        return (COMPONENT if _unsupported(engine, method, params) else engine), None
-    if giant and not _unsupported(CLAIM, method, params):
-        return CLAIM, giant
-    return COMPONENT, None
+def _log_giant(ctx: StageContext, giant: dict[str, int]) -> None:
+    """Name the components over ``local_max_edges``: a warning where each runs in one task."""
+    if not giant:
+        return
+    p = ctx.cfg.partition
+    one_task = p.engine == COMPONENT
+    ctx.log.log(
+        logging.WARNING if one_task else logging.INFO,
+        "partition: %d components over partition.local_max_edges=%d relations (largest "
+        "%d); engine=%s: %s",
+        len(giant),
+        p.local_max_edges,
+        max(giant.values()),
+        p.engine,
+        "each runs in one task" if one_task else "ece/edge_seed runs them by rounds (method §6.9)",
+    )
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _Shared:
     """What every method of one partition run shares."""
 
     ctx: StageContext
-    params: Params
+    plan: PartitionPlan
     ranks: DataFrame
-    giant: list[str]
     scratch: Scratch
     queries: GraphQueries
 
@@ -284,126 +203,151 @@ class _Plan:
         return ",".join(f"{op}={used[op]}" for op in ("components", *ops) if op in used)
 
 
+def _partition_methods(shared: _Shared, nodes: DataFrame, edges: DataFrame) -> StageResult:
+    """Every configured method's batches, built and merged one method at a time."""
+    cfg = shared.ctx.cfg
+    result = StageResult()
+    methods = sorted({method_for(cfg, m) for m in cfg.generate.modes})
+    n_units = nodes.filter(~F.col("is_placeholder")).count() + edges.count()
+    for method in methods:
+        if method == COMMUNITY:
+            cut = _community_cut(shared, nodes, edges)
+            result.add(_partition_method(shared, method, cut.nodes, cut.edges, n_units, cut))
+        else:
+            result.add(_partition_method(shared, method, nodes, edges, n_units))
+    return result
+
+
+def _community_cut(shared: _Shared, nodes: DataFrame, edges: DataFrame) -> Cut:
+    """`community`'s input: the largest component alone under ``use_lcc``, components over
+    ``max_component_nodes`` cut by label propagation."""
+    cfg = shared.ctx.cfg
+    comm = cfg.partition.community
+    if comm.use_lcc:
+        top = edges.groupBy("component_id").count().orderBy(F.desc("count"), "component_id")
+        lcc = top.limit(1).select("component_id")
+        nodes, edges = nodes.join(lcc, "component_id"), edges.join(lcc, "component_id")
+    iters = cfg.graph.label_propagation_iters
+    return cut_oversized(nodes, edges, comm.max_component_nodes, shared.queries, iters)
+
+
+def _key(method: str) -> str:
+    """A method as the prefix of its counts."""
+    return method.replace("/", "_")
+
+
+def _tagged(batches: DataFrame, engine: str, graph_engine: str) -> DataFrame:
+    return batches.withColumn("engine", F.lit(engine)).withColumn(
+        "graph_engine", F.lit(graph_engine)
+    )
+
+
 def _build_batches(
-    plan: _Plan, method: str, nodes: DataFrame, edges: DataFrame
+    shared: _Shared, method: str, nodes: DataFrame, edges: DataFrame
 ) -> tuple[DataFrame, dict[str, int]]:
     """Batches with ``engine`` and ``graph_engine`` columns, and how many components each
     engine took."""
-    ctx, params, giant, scratch = plan.ctx, plan.params, plan.giant, plan.scratch
-    cfg = ctx.cfg
-    if method == TRIPLE:  # one motif query over the whole graph, whatever the components
-        found = triples(nodes, edges, plan.queries, params.loss_strategy)
-        batches = found.withColumn("engine", F.lit(MOTIF)).withColumn(
-            "graph_engine", F.lit(plan.graph_engine("triplets"))
-        )
-        return batches, {}
-    p, comm = cfg.partition, cfg.partition.community
-    key = method.replace("/", "_")
-    name, ids = engine_plan(p.engine, method, params, giant)
-    wanted = p.engine if p.engine in (CLAIM, ROUNDS) else CLAIM if giant else None
-    if name == COMPONENT and wanted:
-        ctx.log.warning(
-            "partition %s: the per-component engine runs every component (%s)%s",
-            method,
-            _unsupported(wanted, method, params),
-            f"; {len(giant)} of them over partition.local_max_edges run in one task each"
-            if giant
-            else "",
-        )
+    route = shared.plan.route(method)
+    if route.engine == MOTIF:  # one motif query over the whole graph, whatever the components
+        found = triples(nodes, edges, shared.queries, shared.plan.params.loss_strategy)
+        return _tagged(found, MOTIF, shared.graph_engine("triplets")), {}
+    if route.fallback:
+        _log_fallback(shared, method, route.fallback)
     n_components = nodes.select("component_id").distinct().count()
-    counts = {f"{key}_engine_{e}_components": 0 for e in (COMPONENT, CLAIM, ROUNDS)}
+    counts = {f"{_key(method)}_engine_{e}_components": 0 for e in (COMPONENT, *ROUND_ENGINES)}
+    big, rest = route.split(nodes, edges)
     parts: list[DataFrame] = []
-    local_nodes, local_edges = nodes, edges
-    if name != COMPONENT:
-        if ids is not None:
-            inside = F.col("component_id").isin(ids)
-            big_nodes, big_edges = nodes.filter(inside), edges.filter(inside)
-            local_nodes, local_edges = nodes.filter(~inside), edges.filter(~inside)
-        else:
-            big_nodes, big_edges = nodes, edges
-        options = {"queries": plan.queries} if name == ROUNDS else {}
-        run = (by_claim if name == CLAIM else by_rounds)(
-            big_nodes,
-            big_edges,
-            params,
-            plan.ranks,
-            max_rounds=p.max_rounds,
-            collect_threshold=p.collect_threshold,
-            materialise=scratch.materialise,
-            log=ctx.log,
-            **options,
-        )
-        ops = ("neighbourhood",) if name == ROUNDS and run.rounds else ()
-        parts.append(
-            run.batches.withColumn("engine", F.lit(name)).withColumn(
-                "graph_engine", F.lit(plan.graph_engine(*ops))
-            )
-        )
-        taken = len(ids) if ids is not None else n_components
-        counts[f"{key}_engine_{name}_components"] = taken
-        counts[f"{key}_{name}_rounds"] = run.rounds
-        counts[f"{key}_{name}_collected"] = run.collected
-        ctx.log.info(
-            "partition %s: %s engine on %d components: %d rounds placed %d relations, "
-            "%d finished on the driver",
-            method,
-            name,
-            taken,
-            run.rounds,
-            run.placed,
-            run.collected,
-        )
-    if name == COMPONENT or ids is not None:
-        parts.append(
-            per_component(local_nodes, local_edges, method, params, comm.max_size, comm.seed)
-            .withColumn("engine", F.lit(COMPONENT))
-            .withColumn("graph_engine", F.lit(plan.graph_engine()))
-        )
-        counts[f"{key}_engine_{COMPONENT}_components"] = n_components - len(ids or [])
+    if route.by_rounds:
+        taken = n_components if route.components is None else len(route.components)
+        batches, round_counts = _by_rounds(shared, method, route.engine, *big, taken)
+        parts.append(batches)
+        counts.update(round_counts)
+    if route.per_component:
+        batches = shared.plan.by_component(method, *rest)
+        parts.append(_tagged(batches, COMPONENT, shared.graph_engine()))
+        taken = n_components - len(route.components or ())
+        counts[f"{_key(method)}_engine_{COMPONENT}_components"] = taken
     return union_all(parts), counts
 
 
+def _log_fallback(shared: _Shared, method: str, reason: str) -> None:
+    giant = shared.plan.giant
+    shared.ctx.log.warning(
+        "partition %s: the per-component engine runs every component (%s)%s",
+        method,
+        reason,
+        f"; {len(giant)} of them over partition.local_max_edges run in one task each"
+        if giant
+        else "",
+    )
+
+
+def _by_rounds(
+    shared: _Shared, method: str, name: str, nodes: DataFrame, edges: DataFrame, taken: int
+) -> tuple[DataFrame, dict[str, int]]:
+    """Batches of the round engine ``name`` on the ``taken`` components it runs, and its
+    counts."""
+    engine = shared.plan.round_engine(name, shared.queries, shared.ctx.log)
+    run = engine.run(nodes, edges, shared.ranks)
+    shared.ctx.log.info(
+        "partition %s: %s engine on %d components: %d rounds placed %d relations, "
+        "%d finished on the driver",
+        method,
+        name,
+        taken,
+        run.rounds,
+        run.placed,
+        run.collected,
+    )
+    key = _key(method)
+    counts = {
+        f"{key}_engine_{name}_components": taken,
+        f"{key}_{name}_rounds": run.rounds,
+        f"{key}_{name}_collected": run.collected,
+    }
+    ops = engine.graph_ops if run.rounds else ()
+    return _tagged(run.batches, name, shared.graph_engine(*ops)), counts
+
+
 def _partition_method(
-    plan: _Plan,
+    shared: _Shared,
     method: str,
     nodes: DataFrame,
     edges: DataFrame,
     n_units: int,
     cut: Cut | None = None,
 ) -> StageResult:
-    ctx, ranks, scratch = plan.ctx, plan.ranks, plan.scratch
-    cfg, tables = ctx.cfg, ctx.tables
-    chash = config_hash(cfg, method)
-    batches, engine_counts = _build_batches(plan, method, nodes, edges)
+    """Build one method's batches and merge them as `subgraphs` rows."""
+    ctx, scratch = shared.ctx, shared.scratch
+    chash = config_hash(ctx.cfg, method)
+    batches, engine_counts = _build_batches(shared, method, nodes, edges)
     if cut is not None and cut.groups is not None:
-        batches = cut.restore(batches, plan.graph_engine("label_propagation"))
+        batches = cut.restore(batches, shared.graph_engine("label_propagation"))
         engine_counts[f"{method}_cut_components"] = cut.n_cut
     batches = scratch.materialise(batches)
     batches = with_difficulty(batches, difficulty_cuts(batches))
     rows = (
-        batches.join(ranks.withColumnRenamed("unit_id", "seed_id"), "seed_id", "left")
+        batches.join(shared.ranks.withColumnRenamed("unit_id", "seed_id"), "seed_id", "left")
         .withColumn("batch_id", h_col(F.lit(method), F.lit(chash), "seed_id"))
         .withColumn("config_hash", F.lit(chash))
         .withColumn("run_id", F.lit(ctx.run_id))
         .select(*SCHEMAS["subgraphs"].fieldNames())
     )
     rows = scratch.materialise(rows)
-    changed = UpdateWhenChanged(["node_ids", "edge_ids", "loss", "engine", "graph_engine"])
-    res = tables.merge("subgraphs", rows, changed.replacing(method=method, config_hash=chash))
+    return _merge(ctx, method, chash, rows, nodes, n_units).add(StageResult(engine_counts))
+
+
+def _merge(
+    ctx: StageContext, method: str, chash: str, rows: DataFrame, nodes: DataFrame, n_units: int
+) -> StageResult:
+    """MERGE one method's rows (removing its configuration's vanished batches) and count
+    them and the units no batch covers."""
+    res = ctx.tables.merge("subgraphs", rows, CHANGED.replacing(method=method, config_hash=chash))
     stats = rows.agg(
         F.count("*").alias("batches"),
-        F.sum(F.size("edge_ids")).alias("edges"),
-        F.sum(F.size("node_ids")).alias("nodes"),
         F.sum(F.array_contains("flags", "over_budget").cast("long")).alias("over_budget"),
     ).first()
-    placeholders = nodes.filter("is_placeholder").select(F.col("entity_id").alias("u"))
-    covered = (
-        rows.select(F.explode(F.concat("node_ids", "edge_ids")).alias("u"))
-        .distinct()
-        .join(placeholders, "u", "left_anti")
-        .count()
-    )
-    key = method.replace("/", "_")
+    covered = _covered(rows, nodes)
     ctx.log.info(
         "partition %s: %d batches (%d written, %d updated, %d removed); units covered %d of %d",
         method,
@@ -414,6 +358,7 @@ def _partition_method(
         covered,
         n_units,
     )
+    key = _key(method)
     return StageResult(
         {
             f"{key}_batches": int(stats["batches"] or 0),
@@ -422,6 +367,16 @@ def _partition_method(
             f"{key}_removed": res.deleted,
             f"{key}_over_budget": int(stats["over_budget"] or 0),
             f"{key}_units_uncovered": max(0, n_units - covered),
-            **engine_counts,
         }
+    )
+
+
+def _covered(rows: DataFrame, nodes: DataFrame) -> int:
+    """How many distinct units are in some batch, placeholders not counted."""
+    placeholders = nodes.filter("is_placeholder").select(F.col("entity_id").alias("u"))
+    return (
+        rows.select(F.explode(F.concat("node_ids", "edge_ids")).alias("u"))
+        .distinct()
+        .join(placeholders, "u", "left_anti")
+        .count()
     )
