@@ -779,7 +779,7 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
         t0 = time.monotonic()
         warm = Tables(spark, work / "warmup")
         _write_delta(spark, warm, warm_dir)
-        stage.run(StageContext(spark, warm_cfg, warm, "bench-warmup"))
+        stage.STAGE.run(StageContext(spark, warm_cfg, warm, "bench-warmup"))
         warmup_s = time.monotonic() - t0
 
         phases = _Phases()
@@ -803,7 +803,7 @@ def child_spark(graph_dir: Path, warm_dir: Path, out: Path, args: argparse.Names
         t0 = time.monotonic()
         spark.sparkContext.setJobGroup(JOB_GROUP, "graphgen-spark stage partition")
         try:
-            result = stage.run(ctx)
+            result = stage.STAGE.run(ctx)
         finally:
             stage_s = time.monotonic() - t0
             wall1 = time.time()

@@ -41,12 +41,7 @@ STAGES: tuple[Stage, ...] = (
     merge.STAGE,
     quiz.STAGE,
     judge.STAGE,
-    Stage(  # TODO(i14-partition): declared in stages/partition.py once its refactor lands
-        "partition",
-        partition.run,
-        reads=("entities", "relations", "gap_scores", "subgraphs"),
-        writes=("subgraphs",),
-    ),
+    partition.STAGE,
     generate.STAGE,
     export.STAGE,
     evaluate.STAGE,

@@ -15,7 +15,7 @@ from graphgen_spark.ids import rr
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.engine import run_method
 from graphgen_spark.partition.graph import Edge, Graph, Node
-from graphgen_spark.partition.plan import params_for
+from graphgen_spark.partition.plan import config_hash, params_for
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.stages import partition as stage
@@ -127,7 +127,7 @@ def locally_checkpointed(spark) -> set[int]:
 
 
 def run_stage(spark, tables, cfg, run_id="p-1"):
-    return stage.run(StageContext(spark, cfg, tables, run_id))
+    return stage.STAGE.run(StageContext(spark, cfg, tables, run_id))
 
 
 def stored(tables, method):
@@ -238,7 +238,7 @@ def test_gap_scoring_off_orders_by_rr(spark, tables):
     graph = reference_graph()
     expected = run_method(graph, "ece/edge_seed", params_for(off), 3, 42)
     assert {as_tuple(b) for b in expected.batches} == {as_tuple(r) for r in rows.values()}
-    assert stage.config_hash(off, "ece/edge_seed") != stage.config_hash(cfg, "ece/edge_seed")
+    assert config_hash(off, "ece/edge_seed") != config_hash(cfg, "ece/edge_seed")
 
 
 def brute_force_paths(edges):

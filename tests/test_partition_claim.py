@@ -25,9 +25,8 @@ from graphgen_spark.partition.compare import batch_stats, compare
 from graphgen_spark.partition.contract import check_contract
 from graphgen_spark.partition.distributed import global_position, rank_units
 from graphgen_spark.partition.graph import Edge, Graph, Node, unit_rr
-from graphgen_spark.partition.plan import PartitionPlan, params_for
+from graphgen_spark.partition.plan import PartitionPlan, config_hash, params_for
 from graphgen_spark.partition.reference import EDGE_SEED, Params, _expand_width, partition
-from graphgen_spark.stages import partition as stage
 from graphgen_spark.tables import Tables
 
 NODE_SCHEMA = (
@@ -350,9 +349,7 @@ def test_config_engine_settings():
     with pytest.raises(ConfigError, match="max_rounds"):
         build_config({"partition": {"max_rounds": -1}}, env=False)
     cfg = build_config({"partition": {"engine": "claim", "max_rounds": 3}}, env=False)
-    assert stage.config_hash(cfg, EDGE_SEED) == stage.config_hash(
-        build_config({}, env=False), EDGE_SEED
-    )
+    assert config_hash(cfg, EDGE_SEED) == config_hash(build_config({}, env=False), EDGE_SEED)
 
 
 def engine_plan(engine: str, method: str, params: Params, giant: list[str]):

@@ -17,6 +17,7 @@ builder reads it. ``triple`` is one motif query over the whole graph
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pyspark.sql import functions as F
 
 from graphgen_spark.config import Config
 from graphgen_spark.graph.engines import GraphQueries
+from graphgen_spark.ids import h
 from graphgen_spark.partition.claim import ENGINE as CLAIM
 from graphgen_spark.partition.claim import Claim
 from graphgen_spark.partition.distributed import RoundEngine
@@ -39,6 +41,40 @@ AUTO = "auto"
 COMPONENT = "component"
 ROUND_ENGINES: dict[str, type[RoundEngine]] = {e.name: e for e in (Claim, ExactRounds)}
 Frames = tuple[DataFrame, DataFrame]  # (nodes, edges) with component_id
+
+
+# settings that choose how batches are computed, not what a method's batches mean
+ENGINE_KEYS = {"engine", "local_max_edges", "max_rounds", "collect_threshold"}
+MODE_METHOD = {
+    "atomic": "unit",
+    "true_false": "unit",
+    "aggregated": "ece/edge_seed",
+    "multi_hop": "ece/edge_seed",
+    "cot": "community",
+    "multiple_choice": "ece/unit",
+    "multi_answer": "ece/unit",
+    "fill_in_blank": "ece/unit",
+}
+
+
+def method_for(cfg: Config, mode: str) -> str:
+    """The partition method a mode samples with (§7.2), ``ece`` resolved by `ece.variant`."""
+    chosen = cfg.generate.methods.get(mode)
+    if chosen is None:
+        return MODE_METHOD[mode]
+    return f"ece/{cfg.ece.variant}" if chosen == "ece" else chosen
+
+
+def config_hash(cfg: Config, method: str) -> str:
+    """Everything that shapes a method's batches: its settings, the order and its losses."""
+    shaping = {
+        "method": method,
+        "partition": cfg.partition.model_dump(mode="json", exclude=ENGINE_KEYS),
+        "sampling": cfg.sampling(),
+        "trainee": cfg.trainee_model() if cfg.sampling() != "random" else None,
+        "seed": cfg.run.seed,
+    }
+    return h(json.dumps(shaping, sort_keys=True))
 
 
 def params_for(cfg: Config) -> Params:

@@ -28,9 +28,9 @@ from graphgen_spark.generate.programs import NAME, calls_per_unit, make_program
 from graphgen_spark.ids import h, h_col, rr
 from graphgen_spark.language import main_language
 from graphgen_spark.llm.executor import LLMExecutor, LLMWork
+from graphgen_spark.partition.plan import config_hash, method_for
 from graphgen_spark.prompts.generate import PROMPT_VERSION, render_batch
 from graphgen_spark.stages.base import LLMDemand, Stage, StageContext, StageResult
-from graphgen_spark.stages.partition import config_hash, method_for
 from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged, as_quarantine
 from graphgen_spark.tokenizer import count_tokens
 

@@ -15,60 +15,32 @@ removes batches of the same configuration that no longer exist.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from graphgen_spark.config import Config
 from graphgen_spark.graph.engines import GraphQueries
-from graphgen_spark.ids import h, h_col
+from graphgen_spark.ids import h_col
 from graphgen_spark.partition.community import METHOD as COMMUNITY
 from graphgen_spark.partition.community import Cut, cut_oversized
 from graphgen_spark.partition.distributed import rank_units, union_all
-from graphgen_spark.partition.plan import COMPONENT, ROUND_ENGINES, PartitionPlan
+from graphgen_spark.partition.plan import (
+    COMPONENT,
+    ROUND_ENGINES,
+    PartitionPlan,
+    config_hash,
+    method_for,
+)
 from graphgen_spark.partition.triple import ENGINE as MOTIF
 from graphgen_spark.partition.triple import triples
-from graphgen_spark.stages.base import Scratch, StageContext, StageResult
+from graphgen_spark.stages.base import Scratch, Stage, StageContext, StageResult
 from graphgen_spark.tables import SCHEMAS, UpdateWhenChanged
 
-STAGE = "partition"
-# settings that choose how batches are computed, not what a method's batches mean
-ENGINE_KEYS = {"engine", "local_max_edges", "max_rounds", "collect_threshold"}
+NAME = "partition"
 # a batch is rewritten when its content, its loss or the engines behind it changed
 CHANGED = UpdateWhenChanged(["node_ids", "edge_ids", "loss", "engine", "graph_engine"])
-MODE_METHOD = {
-    "atomic": "unit",
-    "true_false": "unit",
-    "aggregated": "ece/edge_seed",
-    "multi_hop": "ece/edge_seed",
-    "cot": "community",
-    "multiple_choice": "ece/unit",
-    "multi_answer": "ece/unit",
-    "fill_in_blank": "ece/unit",
-}
-
-
-def method_for(cfg: Config, mode: str) -> str:
-    """The partition method a mode samples with (§7.2), ``ece`` resolved by `ece.variant`."""
-    chosen = cfg.generate.methods.get(mode)
-    if chosen is None:
-        return MODE_METHOD[mode]
-    return f"ece/{cfg.ece.variant}" if chosen == "ece" else chosen
-
-
-def config_hash(cfg: Config, method: str) -> str:
-    """Everything that shapes a method's batches: its settings, the order and its losses."""
-    shaping = {
-        "method": method,
-        "partition": cfg.partition.model_dump(mode="json", exclude=ENGINE_KEYS),
-        "sampling": cfg.sampling(),
-        "trainee": cfg.trainee_model() if cfg.sampling() != "random" else None,
-        "seed": cfg.run.seed,
-    }
-    return h(json.dumps(shaping, sort_keys=True))
 
 
 def unit_frames(ctx: StageContext, queries: GraphQueries) -> tuple[DataFrame, DataFrame]:
@@ -146,26 +118,22 @@ def giant_components(edges: DataFrame, local_max_edges: int) -> dict[str, int]:
     return {r["component_id"]: r["count"] for r in over.collect()}
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg = ctx.cfg
-    scratch = Scratch(ctx, STAGE)
-    try:
-        queries = GraphQueries(
-            ctx.spark, cfg.graph.engine, f"{scratch.path}/checkpoint", scratch.materialise
-        )
-        nodes, edges = unit_frames(ctx, queries)
-        nodes, edges = scratch.materialise(nodes), scratch.materialise(edges)
-        p = cfg.partition
-        ranks = rank_units(nodes, edges, cfg.sampling(), p.loss_strategy, queries.keep)
-        giant = giant_components(edges, p.local_max_edges)
-        _log_giant(ctx, giant)
-        shared = _Shared(ctx, PartitionPlan.of(cfg, giant), ranks, scratch, queries)
-        result = _partition_methods(shared, nodes, edges)
-        result.counts["components_engine_graphframes"] = int(
-            queries.used["components"] == "graphframes"
-        )
-    finally:
-        scratch.cleanup()
+def _run(ctx: StageContext) -> StageResult:
+    cfg, scratch = ctx.cfg, ctx.scratch
+    queries = GraphQueries(
+        ctx.spark, cfg.graph.engine, f"{scratch.path}/checkpoint", scratch.materialise
+    )
+    nodes, edges = unit_frames(ctx, queries)
+    nodes, edges = scratch.materialise(nodes), scratch.materialise(edges)
+    p = cfg.partition
+    ranks = rank_units(nodes, edges, cfg.sampling(), p.loss_strategy, queries.keep)
+    giant = giant_components(edges, p.local_max_edges)
+    _log_giant(ctx, giant)
+    shared = _Shared(ctx, PartitionPlan.of(cfg, giant), ranks, scratch, queries)
+    result = _partition_methods(shared, nodes, edges)
+    result.counts["components_engine_graphframes"] = int(
+        queries.used["components"] == "graphframes"
+    )
     return result
 
 
@@ -380,3 +348,11 @@ def _covered(rows: DataFrame, nodes: DataFrame) -> int:
         .join(placeholders, "u", "left_anti")
         .count()
     )
+
+
+STAGE = Stage(
+    NAME,
+    _run,
+    reads=("entities", "relations", "gap_scores", "subgraphs"),
+    writes=("subgraphs",),
+)
