@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from graphgen_spark import readers as R
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.ids import h
 from graphgen_spark.stages import ingest
-from graphgen_spark.stages import readers as R
 from graphgen_spark.stages.base import StageContext
 from graphgen_spark.tables import Tables
 

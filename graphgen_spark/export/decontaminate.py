@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 from graphgen_spark import fsutil
 from graphgen_spark.config import ConfigError
 from graphgen_spark.language import main_language
-from graphgen_spark.stages.readers import literal_path
+from graphgen_spark.readers import literal_path
 
 KEY = "export.decontaminate_against"
 _WORD = re.compile(r"[^\W_]+")  # letters and digits; `_` (fill-in blanks) is punctuation here

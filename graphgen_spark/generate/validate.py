@@ -45,11 +45,6 @@ def language_ok(text: str, language: str) -> bool:
     return share >= ZH_SHARE if language == "zh" else share < ZH_SHARE
 
 
-def check_language(texts: list[str], language: str) -> None:
-    if not language_ok(" ".join(texts), language):
-        raise InvalidQA("language_mismatch", f"target {language}")
-
-
 def multi_hop(question: str, answer: str, used: list[int], n_relations: int) -> dict:
     q, a = need(question, "question"), need(answer, "answer")
     cited = {i for i in used if 1 <= i <= n_relations}

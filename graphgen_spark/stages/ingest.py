@@ -3,7 +3,7 @@
 ``ctx.input_path`` is a file, a directory (read recursively; Spark skips names starting with
 ``_`` or ``.``) or, for ``input.format: table``, a Delta path or a table name (``auto``
 also recognises a Delta path). The format of each file comes from ``input.format`` or, in
-``auto`` mode, from its extension (see :mod:`graphgen_spark.stages.readers`).
+``auto`` mode, from its extension (see :mod:`graphgen_spark.readers`).
 
 Bad records are never fatal and never dropped silently: they become ``quarantine`` rows
 (stage ``ingest``) with one of the reasons in :data:`readers.REASONS`. ``doc_id = h(text)``;
@@ -35,9 +35,9 @@ from pyspark.sql import Column, DataFrame, DataFrameReader, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark import readers as R
 from graphgen_spark.config import InputConfig
 from graphgen_spark.ids import h_col
-from graphgen_spark.stages import readers as R
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
 from graphgen_spark.tables import MergeResult, UpdateWhen, as_quarantine
 
