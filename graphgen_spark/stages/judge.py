@@ -263,29 +263,33 @@ def _requests_fn(cfg: Config):
 
 
 def _run(ctx: StageContext) -> StageResult:
-    cfg, tables, spark = ctx.cfg, ctx.tables, ctx.spark
-    trainee_model = cfg.trainee_model()
-    statements = tables.read("statements")
+    trainee_model = ctx.cfg.trainee_model()
     result = _judge_pending(ctx, trainee_model)
-    mine = (
-        tables.read("judgements")
-        .filter(F.col("trainee_model") == trainee_model)
-        .join(
-            statements.select(
-                "statement_id", "element_id", "element_kind", "kind", "label", "language"
-            ),
-            "statement_id",
-        )
+    statements = ctx.tables.read("statements").select(
+        "statement_id", "element_id", "element_kind", "kind", "label", "language"
     )
-    scores = (
+    mine = (
+        ctx.tables.read("judgements")
+        .filter(F.col("trainee_model") == trainee_model)
+        .join(statements, "statement_id")
+    )
+    changed = UpdateWhenChanged(["loss", "n_ok", "n_total", "status"])
+    ctx.tables.merge("gap_scores", gap_scores(mine, trainee_model), changed)
+    _calibrate(ctx, mine, trainee_model)
+    _check_unjudged(ctx, mine, trainee_model, result)
+    return result
+
+
+def gap_scores(mine: DataFrame, trainee_model: str) -> DataFrame:
+    """One row per element: mean loss, accuracy and confidence over its ok judgements."""
+    ok = F.col("status") == "ok"
+    return (
         mine.groupBy("element_id", "element_kind")
         .agg(
-            F.avg(F.when(F.col("status") == "ok", F.col("loss"))).alias("loss"),
-            F.avg(F.when(F.col("status") == "ok", F.col("correct").cast("double"))).alias(
-                "accuracy"
-            ),
-            F.avg(F.when(F.col("status") == "ok", F.col("confidence"))).alias("confidence"),
-            F.sum((F.col("status") == "ok").cast("int")).alias("n_ok"),
+            F.avg(F.when(ok, F.col("loss"))).alias("loss"),
+            F.avg(F.when(ok, F.col("correct").cast("double"))).alias("accuracy"),
+            F.avg(F.when(ok, F.col("confidence"))).alias("confidence"),
+            F.sum(ok.cast("int")).alias("n_ok"),
             F.count("*").cast("int").alias("n_total"),
         )
         .select(
@@ -300,10 +304,13 @@ def _run(ctx: StageContext) -> StageResult:
             F.when(F.col("n_ok") > 0, "ok").otherwise("unjudged").alias("status"),
         )
     )
-    changed = UpdateWhenChanged(["loss", "n_ok", "n_total", "status"])
-    tables.merge("gap_scores", scores, changed)
-    cal = calibration_rows(mine, trainee_model, cfg.ece.bins, ctx.run_id)
-    tables.merge("calibration", spark.createDataFrame(cal, SCHEMAS["calibration"]), Upsert())
+
+
+def _calibrate(ctx: StageContext, mine: DataFrame, trainee_model: str) -> None:
+    """Store the calibration rows, draw the reliability diagram and log ECE and Brier."""
+    tables = ctx.tables
+    cal = calibration_rows(mine, trainee_model, ctx.cfg.ece.bins, ctx.run_id)
+    tables.merge("calibration", ctx.spark.createDataFrame(cal, SCHEMAS["calibration"]), Upsert())
     overall = next((c for c in cal if c["scope"] == "all"), None)
     report_dir = local_path(tables.layout.report)
     if overall and overall["n"] and report_dir is not None:
@@ -317,29 +324,32 @@ def _run(ctx: StageContext) -> StageResult:
             overall["ece"],
             overall["brier"],
         )
-    g = tables.read("gap_scores").filter(F.col("trainee_model") == trainee_model)
+
+
+def _check_unjudged(
+    ctx: StageContext, mine: DataFrame, trainee_model: str, result: StageResult
+) -> None:
+    """Count scored and unjudged elements; too many unjudged stops the run (a rerun
+    resends only what is not final)."""
+    g = ctx.tables.read("gap_scores").filter(F.col("trainee_model") == trainee_model)
     counts = {r["status"]: r["count"] for r in g.groupBy("status").count().collect()}
     total = sum(counts.values())
     unjudged = counts.get("unjudged", 0)
     result.counts.update(elements_scored=counts.get("ok", 0), elements_unjudged=unjudged)
-    if total and unjudged / total > cfg.judge.max_unjudged_fraction:
-        reasons = (
-            mine.filter("status <> 'ok'")
-            .groupBy("status")
-            .count()
-            .orderBy(F.desc("count"))
-            .collect()
-        )
-        median_mass = mine.approxQuantile("verdict_mass", [0.5], 0.01)
-        outcomes = ", ".join(f"{r['status']}={r['count']}" for r in reasons)
-        raise StageIncomplete(
-            f"judge: {unjudged} of {total} elements have no usable judgement (more than "
-            f"judge.max_unjudged_fraction={cfg.judge.max_unjudged_fraction}); statement outcomes: "
-            f"{outcomes}; median verdict mass "
-            f"{median_mass[0] if median_mass else 'n/a'}. Check the trainee's answers to the yes/no prompt "
-            "(judge.synonyms can extend the word lists)."
-        )
-    return result
+    limit = ctx.cfg.judge.max_unjudged_fraction
+    if not total or unjudged / total <= limit:
+        return
+    reasons = (
+        mine.filter("status <> 'ok'").groupBy("status").count().orderBy(F.desc("count")).collect()
+    )
+    median_mass = mine.approxQuantile("verdict_mass", [0.5], 0.01)
+    outcomes = ", ".join(f"{r['status']}={r['count']}" for r in reasons)
+    raise StageIncomplete(
+        f"judge: {unjudged} of {total} elements have no usable judgement (more than "
+        f"judge.max_unjudged_fraction={limit}); statement outcomes: {outcomes}; median "
+        f"verdict mass {median_mass[0] if median_mass else 'n/a'}. Check the trainee's "
+        "answers to the yes/no prompt (judge.synonyms can extend the word lists)."
+    )
 
 
 def _skipped(cfg: Config) -> str | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 from pydantic import BaseModel
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame, Row, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -262,72 +262,87 @@ class _Merger:
 
     # -- the stage -------------------------------------------------------------------------
     def run(self) -> StageResult:
-        ctx, tables, cfg = self.ctx, self.ctx.tables, self.cfg
+        tables = self.ctx.tables
         docs = tables.read("chunks").select("chunk_id", "doc_id")
         rm = self.materialise(tables.read("relation_mentions").join(docs, "chunk_id"))
         ents = self.materialise(self.entities(docs))
-        holders = self.placeholders(ents, rm)
         counts: dict[str, int] = {}
-        if cfg.merge.unknown_endpoints == "drop":
-            known = ents.select("key")
-            kept = rm.join(known.withColumnRenamed("key", "src_key"), "src_key").join(
-                known.withColumnRenamed("key", "dst_key"), "dst_key"
-            )
-            dropped = rm.join(
-                kept.select("chunk_id", "src_key", "dst_key"),
-                ["chunk_id", "src_key", "dst_key"],
-                "left_anti",
-            )
-            q = as_quarantine(
-                dropped,
-                NAME,
-                ctx.run_id,
-                source=F.lit("relation_mentions"),
-                locator=F.concat_ws("|", "chunk_id", "src_key", "dst_key"),
-                reason=F.lit("unknown_endpoint"),
-                excerpt="description",
-            )
-            counts["quarantined_unknown_endpoint"] = tables.merge("quarantine", q).inserted
-            rm = kept
+        if self.cfg.merge.unknown_endpoints == "drop":
+            rm, counts["quarantined_unknown_endpoint"] = self.drop_unknown_endpoints(ents, rm)
         else:
-            ents = ents.unionByName(holders)
+            ents = ents.unionByName(self.placeholders(ents, rm))
+        ents, rels = self.described(ents, rm)
+        e_res = tables.merge("entities", _hashed(ents, "entities"), UpdateWhenChanged(["row_hash"]))
+        r_res = tables.merge(
+            "relations", _hashed(rels, "relations"), UpdateWhenChanged(["row_hash"])
+        )
+        s = self.graph_stats()
+        self.result.counts.update(
+            counts,
+            entities_inserted=e_res.inserted,
+            entities_updated=e_res.updated,
+            relations_inserted=r_res.inserted,
+            relations_updated=r_res.updated,
+            vertices=s["vertices"],
+            edges=s["edges"],
+            components=s["components"],
+        )
+        return self.result
+
+    def drop_unknown_endpoints(self, ents: DataFrame, rm: DataFrame) -> tuple[DataFrame, int]:
+        """Relation mentions whose endpoints are both known entities; the others are
+        quarantined (``merge.unknown_endpoints: drop``)."""
+        known = ents.select("key")
+        kept = rm.join(known.withColumnRenamed("key", "src_key"), "src_key").join(
+            known.withColumnRenamed("key", "dst_key"), "dst_key"
+        )
+        dropped = rm.join(
+            kept.select("chunk_id", "src_key", "dst_key"),
+            ["chunk_id", "src_key", "dst_key"],
+            "left_anti",
+        )
+        q = as_quarantine(
+            dropped,
+            NAME,
+            self.ctx.run_id,
+            source=F.lit("relation_mentions"),
+            locator=F.concat_ws("|", "chunk_id", "src_key", "dst_key"),
+            reason=F.lit("unknown_endpoint"),
+            excerpt="description",
+        )
+        return kept, self.ctx.tables.merge("quarantine", q).inserted
+
+    def described(self, ents: DataFrame, rm: DataFrame) -> tuple[DataFrame, DataFrame]:
+        """Entities and relations with their (summarised where long) descriptions."""
         ents = ents.withColumn("entity_id", h_col("key"))
         ents = self.describe(ents, "entity", "entity_id", F.array("name"), F.col("type"))
         names = ents.select("entity_id", "name")
-        rels = self.relations(rm)
-        rels = rels.join(
-            names.select(F.col("entity_id").alias("src_id"), F.col("name").alias("src_name")),
-            "src_id",
-        ).join(
-            names.select(F.col("entity_id").alias("dst_id"), F.col("name").alias("dst_name")),
-            "dst_id",
+        rels = (
+            self.relations(rm)
+            .join(
+                names.select(F.col("entity_id").alias("src_id"), F.col("name").alias("src_name")),
+                "src_id",
+            )
+            .join(
+                names.select(F.col("entity_id").alias("dst_id"), F.col("name").alias("dst_name")),
+                "dst_id",
+            )
         )
         rels = self.describe(
             rels, "relation", "edge_id", F.array("src_name", "dst_name"), F.lit(None).cast("string")
         )
-        ent_cols = [c for c in SCHEMAS["entities"].fieldNames() if c != "row_hash"]
-        rel_cols = [c for c in SCHEMAS["relations"].fieldNames() if c != "row_hash"]
-        ents = ents.select(*ent_cols).withColumn(
-            "row_hash", F.sha2(F.to_json(F.struct(*ent_cols)), 256)
+        return ents, rels
+
+    def graph_stats(self) -> Row:
+        """Compute, store and log the merged graph's statistics; fail on dangling edges."""
+        ctx, tables = self.ctx, self.ctx.tables
+        queries = GraphQueries(
+            ctx.spark, ctx.cfg.graph.engine, f"{self.scratch.path}/checkpoints", self.materialise
         )
-        rels = rels.select(*rel_cols).withColumn(
-            "row_hash", F.sha2(F.to_json(F.struct(*rel_cols)), 256)
+        stats = compute_stats(
+            ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
         )
-        try:
-            e_res = tables.merge("entities", ents, UpdateWhenChanged(["row_hash"]))
-            r_res = tables.merge("relations", rels, UpdateWhenChanged(["row_hash"]))
-            queries = GraphQueries(
-                ctx.spark,
-                ctx.cfg.graph.engine,
-                f"{self.scratch.path}/checkpoints",
-                self.scratch.materialise,
-            )
-            stats = compute_stats(
-                ctx.spark, tables.read("entities"), tables.read("relations"), ctx.run_id, queries
-            )
-            tables.merge("graph_stats", stats, Upsert())
-        finally:
-            self.scratch.cleanup()
+        tables.merge("graph_stats", stats, Upsert())
         s = stats.first()
         if s["missing_endpoints"]:
             raise RuntimeError(
@@ -345,18 +360,14 @@ class _Merger:
             s["largest_component"],
             s["max_degree"],
         )
-        result = self.result
-        result.counts.update(
-            counts,
-            entities_inserted=e_res.inserted,
-            entities_updated=e_res.updated,
-            relations_inserted=r_res.inserted,
-            relations_updated=r_res.updated,
-            vertices=s["vertices"],
-            edges=s["edges"],
-            components=s["components"],
-        )
-        return result
+        return s
+
+
+def _hashed(df: DataFrame, table: str) -> DataFrame:
+    """The table's columns plus ``row_hash`` over them: a row is rewritten only when it
+    changed."""
+    cols = [c for c in SCHEMAS[table].fieldNames() if c != "row_hash"]
+    return df.select(*cols).withColumn("row_hash", F.sha2(F.to_json(F.struct(*cols)), 256))
 
 
 def _run(ctx: StageContext) -> StageResult:
