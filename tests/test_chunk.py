@@ -6,12 +6,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from contexts import stage_context
 
-from graphgen_spark.config import build_config
 from graphgen_spark.ids import h
 from graphgen_spark.language import main_language
 from graphgen_spark.stages import chunk, ingest
-from graphgen_spark.stages.base import StageContext
 from graphgen_spark.tables import Tables
 from graphgen_spark.tokenizer import count_tokens, get_encoding
 
@@ -89,11 +88,10 @@ def test_prechunked_parts_and_rows():
 
 # -- Spark ----------------------------------------------------------------------------------
 def _run_both(spark, root: Path, src: Path, size: int, overlap: int):
-    cfg = build_config({"chunk": {"size": size, "overlap": overlap}}, env=False)
-    tables = Tables(spark, root / "out")
-    ctx = StageContext(spark, cfg, tables, "run-1", input_path=str(src))
+    cfg = {"chunk": {"size": size, "overlap": overlap}}
+    ctx = stage_context(spark, root / "out", cfg, run_id="run-1", input_path=src)
     ingest.STAGE.run(ctx)
-    return ctx, tables, chunk.STAGE.run(ctx)
+    return ctx, ctx.tables, chunk.STAGE.run(ctx)
 
 
 def _assert_chunks_match_documents(tables: Tables, size: int, overlap: int):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import tempfile
 
 import pytest
+from contexts import stage_context
+from rows import merge_rows, row
 
-from graphgen_spark.config import build_config
 from graphgen_spark.evaluate import lexical as L
 from graphgen_spark.evaluate import near_dup as N
 from graphgen_spark.stages import evaluate as E
-from graphgen_spark.stages.base import StageContext
-from graphgen_spark.tables import SCHEMAS
 from graphgen_spark.tokenizer import count_tokens
 
 # -- MTLD ------------------------------------------------------------------------------------
@@ -155,9 +154,7 @@ def test_near_duplicate_clusters(spark, monkeypatch):
 
 
 def _qa(qa_id: str, mode: str, question: str, answer: str, status: str = "ok") -> dict:
-    row = dict.fromkeys(SCHEMAS["qa"].fieldNames())
-    row.update(qa_id=qa_id, mode=mode, question=question, answer=answer, status=status)
-    return row
+    return row("qa", qa_id=qa_id, mode=mode, question=question, answer=answer, status=status)
 
 
 SENT = " ".join(_words("fact", 30))
@@ -174,13 +171,12 @@ QA_ROWS = [
 
 
 def test_evaluate_stage_end_to_end(spark, tables):
-    cfg = build_config({}, env=False)
-    ctx = StageContext(spark, cfg, tables, run_id="eval-run")
+    ctx = stage_context(spark, tables, run_id="eval-run")
     # no qa table yet: nothing to do, no crash, nothing written
     assert E.STAGE.run(ctx).counts["qa_evaluated"] == 0
     assert not tables.exists("qa_metrics")
 
-    tables.merge("qa", spark.createDataFrame(QA_ROWS, SCHEMAS["qa"]))
+    merge_rows(tables, "qa", QA_ROWS)
     res = E.STAGE.run(ctx)
     assert res.counts["qa_evaluated"] == 5 and res.counts["modes"] == 2
 

@@ -9,14 +9,16 @@ import json
 from pathlib import Path
 
 import pytest
+from contexts import stage_context
+from rows import merge_rows, row
 
-from graphgen_spark.config import ConfigError, build_config
+from graphgen_spark.config import ConfigError
 from graphgen_spark.export.decontaminate import eval_texts, ngrams
 from graphgen_spark.export.formats import export_record
 from graphgen_spark.ids import h
 from graphgen_spark.stages import export as export_stage
 from graphgen_spark.stages.base import StageContext
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 SYSTEM = "You are a careful tutor. 请用输入的语言回答。"
 OPTIONS_MC = {"A": "Iron", "B": "Radium", "C": "Neon", "D": "Argon"}
@@ -38,20 +40,22 @@ QHS = "屠呦呦从黄花蒿（青蒿）中提取出了青蒿素，这是一种�
 
 
 def qa_row(key: str, mode: str, question: str, answer: str | None = None, **extra) -> dict:
-    return {
-        **dict.fromkeys(SCHEMAS["qa"].fieldNames()),
-        "qa_id": h("batch", mode, key),
-        "mode": mode,
-        "item_index": 0,
-        "question": question,
-        "answer": answer,
-        "language": "en",
-        "status": "ok",
-        "loss": 0.75,
-        "difficulty": 1,
-        "doc_ids": ["d1"],
-        **extra,
-    }
+    return row(
+        "qa",
+        **{
+            "qa_id": h("batch", mode, key),
+            "mode": mode,
+            "item_index": 0,
+            "question": question,
+            "answer": answer,
+            "language": "en",
+            "status": "ok",
+            "loss": 0.75,
+            "difficulty": 1,
+            "doc_ids": ["d1"],
+            **extra,
+        },
+    )
 
 
 # (row, exported Q, exported A), written out by hand
@@ -137,12 +141,8 @@ MODES = sorted({row["mode"] for row, _, _ in CASES})
 
 
 def make_ctx(spark, tables: Tables, **export) -> StageContext:
-    cfg = build_config({"generate": {"modes": ["atomic"]}, "export": export}, env=False)
-    return StageContext(spark=spark, cfg=cfg, tables=tables, run_id="run-export")
-
-
-def write_qa(spark, tables: Tables, rows: list[dict]) -> None:
-    tables.merge("qa", spark.createDataFrame(rows, SCHEMAS["qa"]))
+    cfg = {"generate": {"modes": ["atomic"]}, "export": export}
+    return stage_context(spark, tables, cfg, run_id="run-export")
 
 
 def export_folder(tables: Tables) -> Path:
@@ -208,7 +208,7 @@ def test_ngrams_words_and_han_characters():
 
 # -- the stage ----------------------------------------------------------------------------
 def test_all_formats_with_system_prompt_and_metadata(spark, tables):
-    write_qa(spark, tables, [r for r, _, _ in CASES] + FLAGGED)
+    merge_rows(tables, "qa", [r for r, _, _ in CASES] + FLAGGED)
     ctx = make_ctx(
         spark,
         tables,
@@ -259,7 +259,7 @@ def test_all_formats_with_system_prompt_and_metadata(spark, tables):
 def test_split_is_deterministic_disjoint_and_rerun_identical(spark, tables, tmp_path, monkeypatch):
     rows = [qa_row(str(i), "atomic", f"Question {i}?", f"Answer {i}.") for i in range(40)]
     rows += [qa_row(str(i), "true_false", f"Statement {i}.", "true") for i in range(20)]
-    write_qa(spark, tables, rows)
+    merge_rows(tables, "qa", rows)
     ctx = make_ctx(
         spark, tables, formats=["alpaca"], include_metadata=True, validation_fraction=0.3
     )
@@ -293,7 +293,7 @@ def test_split_is_deterministic_disjoint_and_rerun_identical(spark, tables, tmp_
 
 
 def test_decontamination_drops_shared_13_grams(spark, tables, tmp_path):
-    write_qa(spark, tables, [r for r, _, _ in CASES])
+    merge_rows(tables, "qa", [r for r, _, _ in CASES])
     evaluation = tmp_path / "eval.jsonl"
     items = [
         # 14 words of the English atomic answer, other case and punctuation: 2 shared 13-grams

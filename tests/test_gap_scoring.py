@@ -7,19 +7,19 @@ import math
 import shutil
 
 import pytest
-from pyspark.sql import Row
+from contexts import stage_context
+from rows import merge_rows, row
 from test_partition import locally_checkpointed
 
-from graphgen_spark.config import ConfigError, build_config
+from graphgen_spark.config import ConfigError
 from graphgen_spark.gap.calibration import calibrate
 from graphgen_spark.ids import h
 from graphgen_spark.llm.client import RetryPolicy
 from graphgen_spark.pipeline import _run_stage
-from graphgen_spark.stages.base import StageContext
 from graphgen_spark.stages.judge import STAGE as JUDGE
 from graphgen_spark.stages.quiz import STAGE as QUIZ
 from graphgen_spark.standin import StandinOptions, StandinServer
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 ln = math.log
 ELEMENTS = {
@@ -57,9 +57,10 @@ def write_script(path, rules, model=None):
     return str(path)
 
 
-def graph(spark, tables):
+def graph(tables):
     ents = [
-        Row(
+        row(
+            "entities",
             entity_id=h("n-queen"),
             key="queen",
             name="Queen",
@@ -75,7 +76,8 @@ def graph(spark, tables):
             is_placeholder=False,
             row_hash="x",
         ),
-        Row(
+        row(
+            "entities",
             entity_id=h("n-ghost"),
             key="ghost",
             name="Ghost",
@@ -93,7 +95,8 @@ def graph(spark, tables):
         ),
     ]
     rels = [
-        Row(
+        row(
+            "relations",
             edge_id=eid,
             src_id="a",
             dst_id="b",
@@ -112,31 +115,28 @@ def graph(spark, tables):
         for eid, (kind, desc) in ELEMENTS.items()
         if kind == "relation"
     ]
-    tables.merge("entities", spark.createDataFrame(ents, SCHEMAS["entities"]))
-    tables.merge("relations", spark.createDataFrame(rels, SCHEMAS["relations"]))
+    merge_rows(tables, "entities", ents)
+    merge_rows(tables, "relations", rels)
 
 
 def ctx(spark, tables, url, trainee="trainee-a", **extra):
-    cfg = build_config(
-        {
-            "llm": {
-                "backoff_min_s": 0.01,
-                "backoff_max_s": 0.05,
-                "synthesizer": {"base_url": url, "model": "standin"},
-                "trainee": {"base_url": url, "model": trainee},
-            },
-            **extra,
+    cfg = {
+        "llm": {
+            "backoff_min_s": 0.01,
+            "backoff_max_s": 0.05,
+            "synthesizer": {"base_url": url, "model": "standin"},
+            "trainee": {"base_url": url, "model": trainee},
         },
-        env=False,
-    )
-    return StageContext(spark, cfg, tables, run_id="gap-test")
+        **extra,
+    }
+    return stage_context(spark, tables, cfg, run_id="gap-test")
 
 
 @pytest.fixture(scope="module")
 def scored(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gap")
     tables = Tables(spark, tmp / "out")
-    graph(spark, tables)
+    graph(tables)
     script = tmp / "rules.json"
     write_script(script, SCRIPT_A, "trainee-a")
     rules = json.loads(script.read_text())["rules"]
@@ -262,7 +262,7 @@ def test_reruns_make_no_calls_and_two_trainees_sit_side_by_side(scored):
 
 
 def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
-    graph(spark, tables)
+    graph(tables)
     with StandinServer(StandinOptions(no_logprobs=True), announce=False) as server:
         QUIZ.run(ctx(spark, tables, server.base_url))
         quiz_calls = server.stats()["requests_total"]

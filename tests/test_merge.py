@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from pyspark.sql import Row
+from contexts import stage_context
+from rows import merge_rows, row
 
 from graphgen_spark.config import build_config
 from graphgen_spark.ids import h
 from graphgen_spark.pipeline import run_pipeline
-from graphgen_spark.stages.base import StageContext
 from graphgen_spark.stages.merge import STAGE as MERGE
 from graphgen_spark.standin import StandinOptions, StandinServer
-from graphgen_spark.tables import SCHEMAS
 
 GRAPH_STAGES = ["ingest", "chunk", "extract", "merge"]
 LONG = "Apis mellifera workers forage for nectar and pollen across many kilometres of land. "
 
 
 def chunk(cid, doc):
-    return Row(
+    return row(
+        "chunks",
         chunk_id=cid,
         doc_id=doc,
         index=0,
@@ -31,16 +31,26 @@ def chunk(cid, doc):
     )
 
 
+def mentioned_in(cid: str) -> dict[str, str]:
+    """The columns naming the chunk a mention was read from (its text is its id)."""
+    return {"chunk_id": cid, "content_hash": h(cid)}
+
+
 def em(cid, key, display, etype, desc):
-    return Row(
-        chunk_id=cid, content_hash=h(cid), key=key, display=display, type=etype, description=desc
+    return row(
+        "entity_mentions",
+        **mentioned_in(cid),
+        key=key,
+        display=display,
+        type=etype,
+        description=desc,
     )
 
 
 def rm(cid, a, b, da, db, desc, dangling=False):
-    return Row(
-        chunk_id=cid,
-        content_hash=h(cid),
+    return row(
+        "relation_mentions",
+        **mentioned_in(cid),
         src_key=a,
         dst_key=b,
         src_display=da,
@@ -52,83 +62,71 @@ def rm(cid, a, b, da, db, desc, dangling=False):
 
 @pytest.fixture
 def graph_tables(spark, tables):
-    tables.merge(
-        "chunks",
-        spark.createDataFrame(
-            [chunk("c1", "d1"), chunk("c2", "d1"), chunk("c3", "d2")], SCHEMAS["chunks"]
-        ),
-    )
-    tables.merge(
+    merge_rows(tables, "chunks", [chunk("c1", "d1"), chunk("c2", "d1"), chunk("c3", "d2")])
+    merge_rows(
+        tables,
         "entity_mentions",
-        spark.createDataFrame(
-            [
-                em("c1", "apis mellifera", "Apis mellifera", "person", "A honeybee."),
-                em("c2", "apis mellifera", "Apis mellifera", "concept", "a honeybee."),
-                em("c3", "apis mellifera", "apis mellifera", "nature", "  Kept for honey.  "),
-                em("c3", "apis mellifera", "Apis mellifera", "concept", ""),
-                em(
-                    "c1",
-                    "karl von frisch",
-                    "Karl von Frisch",
-                    "person",
-                    "Decoded the waggle dance.",
-                ),
-                em("c2", "queen", "Queen", "concept", LONG * 6),
-                em("c3", "queen", "Queen", "concept", "The queen lays eggs."),
-                em("c3", "drone", "Drone", "nature", "A male bee."),
-            ],
-            SCHEMAS["entity_mentions"],
-        ),
+        [
+            em("c1", "apis mellifera", "Apis mellifera", "person", "A honeybee."),
+            em("c2", "apis mellifera", "Apis mellifera", "concept", "a honeybee."),
+            em("c3", "apis mellifera", "apis mellifera", "nature", "  Kept for honey.  "),
+            em("c3", "apis mellifera", "Apis mellifera", "concept", ""),
+            em(
+                "c1",
+                "karl von frisch",
+                "Karl von Frisch",
+                "person",
+                "Decoded the waggle dance.",
+            ),
+            em("c2", "queen", "Queen", "concept", LONG * 6),
+            em("c3", "queen", "Queen", "concept", "The queen lays eggs."),
+            em("c3", "drone", "Drone", "nature", "A male bee."),
+        ],
     )
-    tables.merge(
+    merge_rows(
+        tables,
         "relation_mentions",
-        spark.createDataFrame(
-            [
-                rm(
-                    "c1",
-                    "apis mellifera",
-                    "karl von frisch",
-                    "Apis mellifera",
-                    "Karl von Frisch",
-                    "Studied by him.",
-                ),
-                rm(
-                    "c3",
-                    "apis mellifera",
-                    "karl von frisch",
-                    "apis mellifera",
-                    "Karl von Frisch",
-                    "studied by him.",
-                ),
-                rm(
-                    "c2",
-                    "apis mellifera",
-                    "varroa",
-                    "Apis mellifera",
-                    "Varroa",
-                    "Parasitised by the mite.",
-                    True,
-                ),
-            ],
-            SCHEMAS["relation_mentions"],
-        ),
+        [
+            rm(
+                "c1",
+                "apis mellifera",
+                "karl von frisch",
+                "Apis mellifera",
+                "Karl von Frisch",
+                "Studied by him.",
+            ),
+            rm(
+                "c3",
+                "apis mellifera",
+                "karl von frisch",
+                "apis mellifera",
+                "Karl von Frisch",
+                "studied by him.",
+            ),
+            rm(
+                "c2",
+                "apis mellifera",
+                "varroa",
+                "Apis mellifera",
+                "Varroa",
+                "Parasitised by the mite.",
+                True,
+            ),
+        ],
     )
     return tables
 
 
 def ctx_for(spark, tables, server, **merge):
-    cfg = build_config(
-        {
-            "merge": {"summary_threshold": 60, **merge},
-            "llm": {
-                "backoff_min_s": 0.01,
-                "backoff_max_s": 0.05,
-                "synthesizer": {"base_url": server.base_url, "model": "standin"},
-            },
+    cfg = {
+        "merge": {"summary_threshold": 60, **merge},
+        "llm": {
+            "backoff_min_s": 0.01,
+            "backoff_max_s": 0.05,
+            "synthesizer": {"base_url": server.base_url, "model": "standin"},
         },
-        env=False,
-    )
-    return StageContext(spark, cfg, tables, run_id="merge-test")
+    }
+    return stage_context(spark, tables, cfg, run_id="merge-test")
 
 
 def by_key(tables, name, key):
@@ -196,13 +194,11 @@ def test_rerun_rewrites_nothing_and_new_mentions_touch_only_their_rows(spark, gr
         assert again.counts["entities_inserted"] == again.counts["entities_updated"] == 0
         assert again.counts["relations_inserted"] == again.counts["relations_updated"] == 0
 
-        tables.merge("chunks", spark.createDataFrame([chunk("c4", "d3")], SCHEMAS["chunks"]))
-        tables.merge(
+        merge_rows(tables, "chunks", [chunk("c4", "d3")])
+        merge_rows(
+            tables,
             "entity_mentions",
-            spark.createDataFrame(
-                [em("c4", "drone", "Drone", "nature", "Drones die after mating.")],
-                SCHEMAS["entity_mentions"],
-            ),
+            [em("c4", "drone", "Drone", "nature", "Drones die after mating.")],
         )
         third = MERGE.run(ctx_for(spark, tables, server))
     assert third.counts["entities_updated"] == 1 and third.counts["entities_inserted"] == 0
@@ -225,15 +221,11 @@ def test_drop_policy_quarantines_relations_with_unknown_endpoints(spark, graph_t
 
 def test_long_inputs_are_summarised_in_groups_never_truncated(spark, tables):
     descs = [(f"Fact {i}: " + LONG * 2).strip() for i in range(12)]
-    tables.merge(
-        "chunks", spark.createDataFrame([chunk(f"k{i}", "d") for i in range(12)], SCHEMAS["chunks"])
-    )
-    tables.merge(
+    merge_rows(tables, "chunks", [chunk(f"k{i}", "d") for i in range(12)])
+    merge_rows(
+        tables,
         "entity_mentions",
-        spark.createDataFrame(
-            [em(f"k{i}", "hive", "Hive", "artificial", d) for i, d in enumerate(descs)],
-            SCHEMAS["entity_mentions"],
-        ),
+        [em(f"k{i}", "hive", "Hive", "artificial", d) for i, d in enumerate(descs)],
     )
     with StandinServer(StandinOptions(), announce=False) as server:
         run_ctx = ctx_for(spark, tables, server, summary_max_input=200)

@@ -6,17 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from contexts import stage_context
 
 from graphgen_spark.config import build_config
 from graphgen_spark.errors import BudgetExceeded
 from graphgen_spark.pipeline import NAMES, STAGES, run_pipeline
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
-from graphgen_spark.tables import Tables
-
-
-def _ctx(spark, out: Path) -> StageContext:
-    cfg = build_config({}, env=False)
-    return StageContext(spark, cfg, Tables(spark, out), "stage-test")
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), BudgetExceeded("llm.max_cost")])
@@ -30,13 +25,15 @@ def test_scratch_is_removed_when_a_stage_fails(spark, tmp_path, error):
         raise error
 
     with pytest.raises(type(error)):
-        Stage("probe", body, reads=(), writes=()).run(_ctx(spark, tmp_path))
+        Stage("probe", body, reads=(), writes=()).run(
+            stage_context(spark, tmp_path, run_id="stage-test")
+        )
     assert seen and not Path(seen[0]).exists()
 
 
 def test_scratch_outside_a_stage_is_an_error(spark, tmp_path):
     with pytest.raises(RuntimeError, match="Stage.run"):
-        _ctx(spark, tmp_path).scratch.materialise(spark.range(1))
+        stage_context(spark, tmp_path, run_id="stage-test").scratch.materialise(spark.range(1))
 
 
 def test_a_run_sweeps_what_a_killed_run_left(spark, tmp_path):
