@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from contexts import stage_context
 
 from graphgen_spark.config import build_config
 from graphgen_spark.dryrun import estimate
@@ -17,7 +18,6 @@ from graphgen_spark.errors import StageIncomplete
 from graphgen_spark.pipeline import NAMES, STAGES
 from graphgen_spark.stages.base import Stage, StageContext
 from graphgen_spark.standin import StandinOptions, StandinServer
-from graphgen_spark.tables import Tables
 
 
 def _docs(path: Path, numbers: range) -> None:
@@ -77,7 +77,7 @@ def _pass(spark, out: Path, corpus: Path, servers, faulty: bool) -> list[str]:
     bad, good = servers
     urls = (bad.base_url, good.base_url)
     ctx = {
-        u: StageContext(spark, _cfg(u), Tables(spark, out), "dry-test", str(corpus)) for u in urls
+        u: stage_context(spark, out, _cfg(u), run_id="dry-test", input_path=corpus) for u in urls
     }
     clean = ctx[good.base_url]
     lines = []
@@ -116,6 +116,6 @@ def test_dry_run_counts_what_a_fresh_run_and_a_rerun_send(spark, tmp_path, serve
     # the faults left work for the reruns (which stages depends on the seeded draws); then
     # nothing is left
     assert not all(line.endswith(" 0 counted and sent") for line in rerun)
-    ctx = StageContext(spark, _cfg(servers[1].base_url), Tables(spark, out), "dry-test")
+    ctx = stage_context(spark, out, _cfg(servers[1].base_url), run_id="dry-test")
     left = [(e.stage, e.units, e.max_requests) for e in estimate(ctx, list(STAGES))]
     assert len(left) == 5 and all(e[1:] == (0, 0) for e in left), left

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from pyspark.sql import functions as F
+from rows import merge_rows, row
 
 from graphgen_spark.config import MODES, build_config
 from graphgen_spark.dryrun import render
@@ -16,7 +17,7 @@ from graphgen_spark.pipeline import dry_run, run_pipeline
 from graphgen_spark.prompts.generate import PROMPT_VERSION
 from graphgen_spark.stages.generate import normalise_question
 from graphgen_spark.standin import StandinOptions, StandinServer
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 ENTITIES = [  # id, name, description(s), chunk
     (
@@ -43,65 +44,58 @@ RELATIONS = [  # src, dst, description, loss
 
 def write_graph(spark, tables: Tables) -> None:
     docs = [
-        {**dict.fromkeys(SCHEMAS["documents"].fieldNames()), "doc_id": d, "text": t}
-        for d, t in [("d1", "about curie"), ("d2", "关于屠呦呦")]
+        row("documents", doc_id=d, text=t) for d, t in [("d1", "about curie"), ("d2", "关于屠呦呦")]
     ]
     chunks = [
-        {
-            **dict.fromkeys(SCHEMAS["chunks"].fieldNames()),
-            "chunk_id": c,
-            "doc_id": d,
-            "text": t,
-            "language": lang,
-        }
+        row("chunks", chunk_id=c, doc_id=d, text=t, language=lang)
         for c, d, t, lang in [("c1", "d1", "about curie", "en"), ("c2", "d2", "关于屠呦呦", "zh")]
     ]
     doc_of = {"c1": "d1", "c2": "d2"}
     ents = [
-        {
-            **dict.fromkeys(SCHEMAS["entities"].fieldNames()),
-            "entity_id": i,
-            "key": i,
-            "name": name,
-            "type": "concept",
-            "description": "\n".join(descs),
-            "descriptions": descs,
-            "summarised": False,
-            "n_tokens": 10,
-            "is_placeholder": False,
-            "chunk_ids": [c],
-            "doc_ids": [doc_of[c]],
-        }
+        row(
+            "entities",
+            entity_id=i,
+            key=i,
+            name=name,
+            type="concept",
+            description="\n".join(descs),
+            descriptions=descs,
+            summarised=False,
+            n_tokens=10,
+            is_placeholder=False,
+            chunk_ids=[c],
+            doc_ids=[doc_of[c]],
+        )
         for i, name, descs, c in ENTITIES
     ]
     names = {i: n for i, n, _, _ in ENTITIES}
     chunk = {i: c for i, _, _, c in ENTITIES}
     rels = [
-        {
-            **dict.fromkeys(SCHEMAS["relations"].fieldNames()),
-            "edge_id": f"{a}-{b}",
-            "src_id": a,
-            "dst_id": b,
-            "src_name": names[a],
-            "dst_name": names[b],
-            "description": d,
-            "descriptions": [d],
-            "summarised": False,
-            "n_tokens": 12,
-            "chunk_ids": [chunk[a]],
-            "doc_ids": [doc_of[chunk[a]]],
-        }
+        row(
+            "relations",
+            edge_id=f"{a}-{b}",
+            src_id=a,
+            dst_id=b,
+            src_name=names[a],
+            dst_name=names[b],
+            description=d,
+            descriptions=[d],
+            summarised=False,
+            n_tokens=12,
+            chunk_ids=[chunk[a]],
+            doc_ids=[doc_of[chunk[a]]],
+        )
         for a, b, d, _ in RELATIONS
     ]
     scores = [
-        {
-            **dict.fromkeys(SCHEMAS["gap_scores"].fieldNames()),
-            "element_id": f"{a}-{b}",
-            "element_kind": "relation",
-            "trainee_model": "trainee-a",
-            "loss": loss,
-            "status": "ok",
-        }
+        row(
+            "gap_scores",
+            element_id=f"{a}-{b}",
+            element_kind="relation",
+            trainee_model="trainee-a",
+            loss=loss,
+            status="ok",
+        )
         for a, b, _, loss in RELATIONS
     ]
     for name, rows in [
@@ -111,7 +105,7 @@ def write_graph(spark, tables: Tables) -> None:
         ("relations", rels),
         ("gap_scores", scores),
     ]:
-        tables.merge(name, spark.createDataFrame(rows, SCHEMAS[name]))
+        merge_rows(tables, name, rows)
 
 
 def make_cfg(url: str, **generate):

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from contexts import stage_context
 
 from graphgen_spark import readers as R
 from graphgen_spark.config import ConfigError, build_config
@@ -34,7 +35,8 @@ def _cfg(**input_cfg):
 
 
 def _ctx(spark, tables, path, run_id="run-1", **input_cfg) -> StageContext:
-    return StageContext(spark, _cfg(**input_cfg), tables, run_id, input_path=str(path))
+    """Ingest of ``path`` with these ``input`` settings."""
+    return stage_context(spark, tables, {"input": input_cfg}, run_id=run_id, input_path=path)
 
 
 # -- pure parsers ------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ import itertools
 import uuid
 
 import pytest
+from rows import merge_rows, row
 
 from graphgen_spark.graph import knowledge_graph
 from graphgen_spark.jars import coordinates
 from graphgen_spark.session import has_graphframes
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 EDGES = [("ada", "babbage"), ("babbage", "engine"), ("ada", "engine"), ("engine", "loom")]
 TYPES = {"ada": "PERSON", "babbage": "PERSON", "engine": "MACHINE", "loom": "MACHINE"}
@@ -19,44 +20,44 @@ TYPES = {"ada": "PERSON", "babbage": "PERSON", "engine": "MACHINE", "loom": "MAC
 
 def write_kg(spark, tables: Tables) -> None:
     ents = [
-        {
-            **dict.fromkeys(SCHEMAS["entities"].fieldNames()),
-            "entity_id": v,
-            "name": v.title(),
-            "type": t,
-            "description": f"{v} described",
-            "is_placeholder": False,
-            "chunk_ids": [f"c-{v}"],
-            "doc_ids": ["d1"],
-        }
+        row(
+            "entities",
+            entity_id=v,
+            name=v.title(),
+            type=t,
+            description=f"{v} described",
+            is_placeholder=False,
+            chunk_ids=[f"c-{v}"],
+            doc_ids=["d1"],
+        )
         for v, t in TYPES.items()
     ]
     rels = [
-        {
-            **dict.fromkeys(SCHEMAS["relations"].fieldNames()),
-            "edge_id": f"{a}-{b}",
-            "src_id": a,
-            "dst_id": b,
-            "src_name": a.title(),
-            "dst_name": b.title(),
-            "description": f"{a} with {b}",
-            "chunk_ids": ["c1"],
-            "doc_ids": ["d1"],
-        }
+        row(
+            "relations",
+            edge_id=f"{a}-{b}",
+            src_id=a,
+            dst_id=b,
+            src_name=a.title(),
+            dst_name=b.title(),
+            description=f"{a} with {b}",
+            chunk_ids=["c1"],
+            doc_ids=["d1"],
+        )
         for a, b in EDGES
     ]
     scores = [
-        {
-            **dict.fromkeys(SCHEMAS["gap_scores"].fieldNames()),
-            "element_id": f"{a}-{b}",
-            "element_kind": "relation",
-            "trainee_model": "trainee@1",
-            "loss": 0.5 + i,
-        }
+        row(
+            "gap_scores",
+            element_id=f"{a}-{b}",
+            element_kind="relation",
+            trainee_model="trainee@1",
+            loss=0.5 + i,
+        )
         for i, (a, b) in enumerate(EDGES)
     ]
     for name, rows in [("entities", ents), ("relations", rels), ("gap_scores", scores)]:
-        tables.merge(name, spark.createDataFrame(rows, SCHEMAS[name]))
+        merge_rows(tables, name, rows)
 
 
 @pytest.fixture(autouse=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from contexts import stage_context
 from pyspark.sql import functions as F
 
 from graphgen_spark.config import ConfigError, build_config
 from graphgen_spark.llm.executor import BudgetExceeded, LLMExecutor
 from graphgen_spark.llm.requests import REQUEST_SCHEMA, request_row
 from graphgen_spark.llm.schemas import TextAnswer
-from graphgen_spark.stages.base import StageContext
 from graphgen_spark.standin import StandinOptions, StandinServer
 
 FAST = {"backoff_min_s": 0.01, "backoff_max_s": 0.05, "concurrency_per_task": 8}
@@ -53,7 +53,7 @@ def requests_df(spark, cfg, n, stage="test", prefix="fact", **params):
 
 
 def executor(spark, tables, cfg, run_id="run-1"):
-    return LLMExecutor(StageContext(spark, cfg, tables, run_id))
+    return LLMExecutor(stage_context(spark, tables, cfg, run_id=run_id))
 
 
 def calls(tables):

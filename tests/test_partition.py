@@ -7,7 +7,9 @@ import itertools
 
 import networkx as nx
 import pytest
+from contexts import stage_context
 from pyspark.sql import functions as F
+from rows import merge_rows, row
 
 from graphgen_spark.config import build_config
 from graphgen_spark.graph.engines import GraphQueries
@@ -19,8 +21,7 @@ from graphgen_spark.partition.plan import config_hash, params_for
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.stages import partition as stage
-from graphgen_spark.stages.base import StageContext
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 # two components, a placeholder, an isolated entity; tokens and losses chosen by hand
 NODES = {  # id: (tokens, loss, placeholder)
@@ -52,48 +53,46 @@ def eid(pair: tuple[str, str]) -> str:
 
 
 def write_graph(spark, tables, edges=EDGES):
-    ent_cols = SCHEMAS["entities"].fieldNames()
-    rel_cols = SCHEMAS["relations"].fieldNames()
     ents = [
-        {
-            **dict.fromkeys(ent_cols),
-            "entity_id": v,
-            "key": v,
-            "name": v.upper(),
-            "type": "UNKNOWN" if ph else "concept",
-            "description": "" if ph else f"about {v}",
-            "n_tokens": tok,
-            "is_placeholder": ph,
-        }
+        row(
+            "entities",
+            entity_id=v,
+            key=v,
+            name=v.upper(),
+            type="UNKNOWN" if ph else "concept",
+            description="" if ph else f"about {v}",
+            n_tokens=tok,
+            is_placeholder=ph,
+        )
         for v, (tok, _, ph) in NODES.items()
     ]
     rels = [
-        {
-            **dict.fromkeys(rel_cols),
-            "edge_id": eid(pair),
-            "src_id": pair[0],
-            "dst_id": pair[1],
-            "description": f"{pair[0]} relates to {pair[1]}",
-            "n_tokens": tok,
-        }
+        row(
+            "relations",
+            edge_id=eid(pair),
+            src_id=pair[0],
+            dst_id=pair[1],
+            description=f"{pair[0]} relates to {pair[1]}",
+            n_tokens=tok,
+        )
         for pair, (tok, _) in edges.items()
     ]
     scores = [
-        {
-            **dict.fromkeys(SCHEMAS["gap_scores"].fieldNames()),
-            "element_id": uid,
-            "element_kind": kind,
-            "trainee_model": "trainee-a",
-            "loss": loss,
-            "status": "ok",
-        }
+        row(
+            "gap_scores",
+            element_id=uid,
+            element_kind=kind,
+            trainee_model="trainee-a",
+            loss=loss,
+            status="ok",
+        )
         for uid, kind, loss in [(v, "entity", x[1]) for v, x in NODES.items()]
         + [(eid(p), "relation", x[1]) for p, x in edges.items()]
         if loss is not None
     ]
-    tables.merge("entities", spark.createDataFrame(ents, SCHEMAS["entities"]))
-    tables.merge("relations", spark.createDataFrame(rels, SCHEMAS["relations"]))
-    tables.merge("gap_scores", spark.createDataFrame(scores, SCHEMAS["gap_scores"]))
+    merge_rows(tables, "entities", ents)
+    merge_rows(tables, "relations", rels)
+    merge_rows(tables, "gap_scores", scores)
 
 
 def reference_graph(edges=EDGES) -> Graph:
@@ -127,7 +126,7 @@ def locally_checkpointed(spark) -> set[int]:
 
 
 def run_stage(spark, tables, cfg, run_id="p-1"):
-    return stage.STAGE.run(StageContext(spark, cfg, tables, run_id))
+    return stage.STAGE.run(stage_context(spark, tables, cfg, run_id=run_id))
 
 
 def stored(tables, method):
