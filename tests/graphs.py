@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import networkx as nx
+from rows import merge_rows, row
 
-from graphgen_spark.tables import SCHEMAS, Tables
+from graphgen_spark.tables import Tables
 
 
 def write_generated_graph(spark, tables: Tables) -> nx.Graph:
@@ -16,51 +17,45 @@ def write_generated_graph(spark, tables: Tables) -> nx.Graph:
         g.add_edges_from([(f"t{i:02d}a", f"t{i:02d}b"), (f"t{i:02d}b", f"t{i:02d}c")])
         g.add_edge(f"t{i:02d}a", f"t{i:02d}c")
     g.add_nodes_from(f"iso{i}" for i in range(5))
-    doc = {**dict.fromkeys(SCHEMAS["documents"].fieldNames()), "doc_id": "d1", "text": "t"}
-    chunk = {
-        **dict.fromkeys(SCHEMAS["chunks"].fieldNames()),
-        "chunk_id": "c1",
-        "doc_id": "d1",
-        "text": "t",
-        "language": "en",
-    }
+    doc = row("documents", doc_id="d1", text="t")
+    chunk = row("chunks", chunk_id="c1", doc_id="d1", text="t", language="en")
     ents = [
-        {
-            **dict.fromkeys(SCHEMAS["entities"].fieldNames()),
-            "entity_id": v,
-            "key": v,
-            "name": f"Entity {v}",
-            "type": "concept",
-            "description": f"Entity {v} is a thing.",
-            "descriptions": [f"Entity {v} is a thing."],
-            "summarised": False,
-            "n_tokens": 6 + len(v),
-            "is_placeholder": False,
-            "chunk_ids": ["c1"],
-            "doc_ids": ["d1"],
-        }
+        row(
+            "entities",
+            entity_id=v,
+            key=v,
+            name=f"Entity {v}",
+            type="concept",
+            description=f"Entity {v} is a thing.",
+            descriptions=[f"Entity {v} is a thing."],
+            summarised=False,
+            n_tokens=6 + len(v),
+            is_placeholder=False,
+            chunk_ids=["c1"],
+            doc_ids=["d1"],
+        )
         for v in sorted(g)
     ]
     rels = []
     for a, b in sorted(tuple(sorted(e)) for e in g.edges):
         d = f"Entity {a} relates to Entity {b}."
         rels.append(
-            {
-                **dict.fromkeys(SCHEMAS["relations"].fieldNames()),
-                "edge_id": f"{a}-{b}",
-                "src_id": a,
-                "dst_id": b,
-                "src_name": f"Entity {a}",
-                "dst_name": f"Entity {b}",
-                "description": d,
-                "descriptions": [d],
-                "summarised": False,
-                "n_tokens": 9,
-                "chunk_ids": ["c1"],
-                "doc_ids": ["d1"],
-            }
+            row(
+                "relations",
+                edge_id=f"{a}-{b}",
+                src_id=a,
+                dst_id=b,
+                src_name=f"Entity {a}",
+                dst_name=f"Entity {b}",
+                description=d,
+                descriptions=[d],
+                summarised=False,
+                n_tokens=9,
+                chunk_ids=["c1"],
+                doc_ids=["d1"],
+            )
         )
     for name, rows in [("documents", [doc]), ("chunks", [chunk]), ("entities", ents)]:
-        tables.merge(name, spark.createDataFrame(rows, SCHEMAS[name]))
-    tables.merge("relations", spark.createDataFrame(rels, SCHEMAS["relations"]))
+        merge_rows(tables, name, rows)
+    merge_rows(tables, "relations", rels)
     return g
