@@ -147,6 +147,10 @@ class LLMDemand:
     requests: Callable[[StageContext, DataFrame], DataFrame] | None = None
     group: str | None = None
 
+    def most_calls(self, cfg: Config, group: str | None = None) -> int:
+        """The most calls one unit can take: what the runner sizes its waves by."""
+        return self.calls(cfg, group)[1]
+
 
 def _never(cfg: Config) -> str | None:
     return None

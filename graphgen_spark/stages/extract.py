@@ -360,7 +360,7 @@ class _Extractor:
                     "content_hash",
                     OUTCOME_SCHEMA,
                     roles=("synthesizer",),
-                    calls_per_row=calls_per_text(self.cfg),
+                    calls_per_row=DEMAND.most_calls(self.cfg),
                     unit="conversations",
                     outputs_path=f"{self.scratch.path}/outcomes{attempt}",
                 )
@@ -547,6 +547,15 @@ def _run(ctx: StageContext) -> StageResult:
     return _Extractor(ctx).run()
 
 
+DEMAND = LLMDemand(
+    "synthesizer",
+    "content_hash",
+    calls=lambda cfg, _: (1, calls_per_text(cfg)),
+    prompt_tokens=lambda: F.col("n_tokens"),
+    max_tokens=lambda cfg: cfg.llm.synthesizer.max_tokens,
+    note="1..{most} calls per distinct chunk text (gleaning); later turns resend the text",
+)
+
 STAGE = Stage(
     NAME,
     _run,
@@ -560,12 +569,5 @@ STAGE = Stage(
         "llm_calls",
     ),
     pending=pending,
-    llm=LLMDemand(
-        "synthesizer",
-        "content_hash",
-        calls=lambda cfg, _: (1, calls_per_text(cfg)),
-        prompt_tokens=lambda: F.col("n_tokens"),
-        max_tokens=lambda cfg: cfg.llm.synthesizer.max_tokens,
-        note="1..{most} calls per distinct chunk text (gleaning); later turns resend the text",
-    ),
+    llm=DEMAND,
 )

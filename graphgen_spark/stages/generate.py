@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterator
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
@@ -87,84 +87,49 @@ def mode_batches(ctx: StageContext, mode: str) -> DataFrame:
     b = tables.read("subgraphs").filter(
         (F.col("method") == method) & (F.col("config_hash") == chash)
     )
-    ents = tables.read("entities").select(
-        "entity_id",
-        "name",
-        "description",
-        "descriptions",
-        "summarised",
-        "is_placeholder",
-        "chunk_ids",
-        "doc_ids",
+    facts = ["description", "descriptions", "summarised"]
+    lineage = ["chunk_ids", "doc_ids"]
+    ents = tables.read("entities").select("entity_id", "name", "is_placeholder", *facts, *lineage)
+    rels = tables.read("relations").select("edge_id", "src_name", "dst_name", *facts, *lineage)
+    placeholder_blank = (
+        F.when(F.col("is_placeholder"), F.lit(""))
+        .otherwise(F.col("description"))
+        .alias("description")
     )
-    rels = tables.read("relations").select(
-        "edge_id",
-        "src_name",
-        "dst_name",
-        "description",
-        "descriptions",
-        "summarised",
-        "chunk_ids",
-        "doc_ids",
-    )
-    nodes = (
-        b.select("batch_id", F.posexplode("node_ids").alias("pos", "entity_id"))
-        .join(ents, "entity_id")
-        .groupBy("batch_id")
-        .agg(
-            F.sort_array(
-                F.collect_list(
-                    F.struct(
-                        "pos",
-                        "name",
-                        F.when(F.col("is_placeholder"), F.lit(""))
-                        .otherwise(F.col("description"))
-                        .alias("description"),
-                        "descriptions",
-                        "summarised",
-                    )
-                )
-            ).alias("ents"),
-            F.flatten(F.collect_list("chunk_ids")).alias("n_chunks"),
-            F.flatten(F.collect_list("doc_ids")).alias("n_docs"),
-        )
-    )
-    edges = (
-        b.select("batch_id", F.posexplode("edge_ids").alias("pos", "edge_id"))
-        .join(rels, "edge_id")
-        .groupBy("batch_id")
-        .agg(
-            F.sort_array(
-                F.collect_list(
-                    F.struct(
-                        "pos", "src_name", "dst_name", "description", "descriptions", "summarised"
-                    )
-                )
-            ).alias("rels"),
-            F.flatten(F.collect_list("chunk_ids")).alias("e_chunks"),
-            F.flatten(F.collect_list("doc_ids")).alias("e_docs"),
-        )
-    )
-    empty = F.array().cast("array<string>")
+    nodes = _gathered(b, "node_ids", ents, ["name", placeholder_blank, *facts[1:]], "ents", "n")
+    edges = _gathered(b, "edge_ids", rels, ["src_name", "dst_name", *facts], "rels", "e")
     out = (
         b.join(nodes, "batch_id", "left")
         .join(edges, "batch_id", "left")
-        .withColumn(
-            "all_chunks",
-            F.concat(F.coalesce("n_chunks", empty), F.coalesce("e_chunks", empty)),
-        )
-        .withColumn(
-            "chunk_ids",
-            F.array_sort(F.array_distinct("all_chunks")),
-        )
-        .withColumn(
-            "doc_ids",
-            F.array_sort(
-                F.array_distinct(F.concat(F.coalesce("n_docs", empty), F.coalesce("e_docs", empty)))
-            ),
-        )
+        .withColumn("chunk_ids", _sorted_union("n_chunks", "e_chunks"))
+        .withColumn("doc_ids", _sorted_union("n_docs", "e_docs"))
+        .drop("n_chunks", "e_chunks", "n_docs", "e_docs")
     )
     return _capped(ctx, out, mode)
+
+
+def _gathered(
+    batches: DataFrame, ids: str, facts: DataFrame, fields: list, alias: str, prefix: str
+) -> DataFrame:
+    """Per batch, its facts (``fields``) in the batch's own order as ``alias``, plus the
+    chunks and documents they came from as ``{prefix}_chunks`` / ``{prefix}_docs``."""
+    key = facts.columns[0]
+    return (
+        batches.select("batch_id", F.posexplode(ids).alias("pos", key))
+        .join(facts, key)
+        .groupBy("batch_id")
+        .agg(
+            F.sort_array(F.collect_list(F.struct("pos", *fields))).alias(alias),
+            F.flatten(F.collect_list("chunk_ids")).alias(f"{prefix}_chunks"),
+            F.flatten(F.collect_list("doc_ids")).alias(f"{prefix}_docs"),
+        )
+    )
+
+
+def _sorted_union(*columns: str) -> Column:
+    """The distinct values of array columns (null as empty), sorted: a batch's lineage."""
+    empty = F.array().cast("array<string>")
+    return F.array_sort(F.array_distinct(F.concat(*(F.coalesce(c, empty) for c in columns))))
 
 
 def _capped(ctx: StageContext, batches: DataFrame, mode: str) -> DataFrame:
@@ -305,7 +270,6 @@ def _run(ctx: StageContext) -> StageResult:
 
 def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
     cfg, tables, scratch = ctx.cfg, ctx.tables, ctx.scratch
-    model = cfg.llm.synthesizer.model or ""
     batches = scratch.materialise(mode_batches(ctx, mode))
     units = scratch.materialise(mode_units(ctx, mode, batches))
     too_long = units.filter(F.col("prompt_tokens") > cfg.generate.max_prompt_tokens)
@@ -318,7 +282,7 @@ def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
         "unit_id",
         OUTCOME_SCHEMA,
         roles=("synthesizer",),
-        calls_per_row=calls_per_unit(mode, _checks(cfg, mode))[1],
+        calls_per_row=DEMAND.most_calls(cfg, mode),
         unit="conversations",
         outputs_path=f"{scratch.path}/outcomes-{mode}",
     )
@@ -327,6 +291,29 @@ def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
     done = outcomes.join(
         units.select("unit_id", "batch_id", "part", "language", "question_style"), "unit_id"
     )
+    written = tables.merge("qa", _qa_rows(ctx, mode, done, batches))
+    quarantined = _quarantine(ctx, mode, done.filter("status <> 'ok'"), too_long)
+    result.counts.update(counts)
+    result.counts.update(
+        {
+            f"{mode}_qa_written": written.inserted,
+            f"{mode}_quarantined": quarantined,
+        }
+    )
+    ctx.log.info(
+        "generate %s: %d batches, %d units; %d QA written, %d quarantined",
+        mode,
+        counts[f"{mode}_batches"],
+        counts[f"{mode}_units"],
+        written.inserted,
+        quarantined,
+    )
+    return result
+
+
+def _qa_rows(ctx: StageContext, mode: str, done: DataFrame, batches: DataFrame) -> DataFrame:
+    """``qa`` rows from the finished conversations: one per generated item, with lineage."""
+    cfg, model = ctx.cfg, ctx.cfg.llm.synthesizer.model or ""
     lineage = batches.select("batch_id", *LINEAGE, "seed_rank")
     items = (
         done.filter("status = 'ok'")
@@ -334,7 +321,7 @@ def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
         .select("*", F.posexplode(F.from_json("items", ITEM_SCHEMA)).alias("idx", "it"))
     )
     item_index = F.when(F.lit(mode == "atomic"), F.col("part")).otherwise(F.col("idx"))
-    qa = items.select(
+    return items.select(
         h_col(
             "batch_id", F.lit(mode), item_index.cast("string"), F.lit(PROMPT_VERSION), F.lit(model)
         ).alias("qa_id"),
@@ -365,24 +352,6 @@ def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
         F.lit(model).alias("synthesizer_model"),
         F.lit(ctx.run_id).alias("run_id"),
     )
-    written = tables.merge("qa", qa)
-    quarantined = _quarantine(ctx, mode, done.filter("status <> 'ok'"), too_long)
-    result.counts.update(counts)
-    result.counts.update(
-        {
-            f"{mode}_qa_written": written.inserted,
-            f"{mode}_quarantined": quarantined,
-        }
-    )
-    ctx.log.info(
-        "generate %s: %d batches, %d units; %d QA written, %d quarantined",
-        mode,
-        counts[f"{mode}_batches"],
-        counts[f"{mode}_units"],
-        written.inserted,
-        quarantined,
-    )
-    return result
 
 
 def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
@@ -464,19 +433,21 @@ def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: Data
     return res.inserted + res.updated
 
 
+DEMAND = LLMDemand(
+    "synthesizer",
+    "unit_id",
+    calls=lambda cfg, mode: calls_per_unit(mode, _checks(cfg, mode)),
+    prompt_tokens=lambda: F.col("prompt_tokens"),
+    max_tokens=lambda cfg: cfg.generate.max_tokens,
+    note="{fewest} call(s) per batch, at most {most} with language retries and checks",
+    group="mode",
+)
+
 STAGE = Stage(
     NAME,
     _run,
     reads=("subgraphs", "entities", "relations", "qa", "llm_calls"),
     writes=("qa", "quarantine", "llm_calls"),
     pending=pending,
-    llm=LLMDemand(
-        "synthesizer",
-        "unit_id",
-        calls=lambda cfg, mode: calls_per_unit(mode, _checks(cfg, mode)),
-        prompt_tokens=lambda: F.col("prompt_tokens"),
-        max_tokens=lambda cfg: cfg.generate.max_tokens,
-        note="{fewest} call(s) per batch, at most {most} with language retries and checks",
-        group="mode",
-    ),
+    llm=DEMAND,
 )
