@@ -11,7 +11,7 @@ touches only what new documents changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 from pydantic import BaseModel
@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, Row, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.config import Config
 from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.graph.normalize import clean_text
 from graphgen_spark.graph.stats import compute_stats
@@ -97,6 +98,31 @@ SUMMARY_REQUEST = T.StructType(
 )
 
 
+def _summary_requests(cfg: Config) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: one summary request per group of each item's
+    descriptions (a group fits ``merge.summary_max_input`` tokens)."""
+    max_input, target = cfg.merge.summary_max_input, cfg.merge.summary_target
+
+    def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            rows = []
+            for r in pdf.itertuples(index=False):
+                descs = list(r.descs)
+                lang = main_language("\n".join(descs))
+                for g, group in enumerate(_groups(descs, max_input)):
+                    msgs = summarise_messages(r.kind, list(r.names), r.type, group, lang, target)
+                    rows.append(
+                        {
+                            "id": r.id,
+                            "group": g,
+                            **request_row(cfg, NAME, "synthesizer", msgs, Summary),
+                        }
+                    )
+            yield pd.DataFrame(rows, columns=SUMMARY_REQUEST.fieldNames())
+
+    return build
+
+
 class _Merger:
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
@@ -170,33 +196,12 @@ class _Merger:
         fails keeps its joined descriptions (flagged unsummarised) and is retried next run.
         """
         cfg = self.cfg
-        max_input, target = cfg.merge.summary_max_input, cfg.merge.summary_target
         work = self.materialise(items.withColumn("level", F.lit(0)))
         done = []
         for _ in range(12):  # each level shrinks the input; 12 levels is far beyond real data
             if not work.limit(1).count():
                 break
-
-            def build(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-                for pdf in batches:
-                    rows = []
-                    for r in pdf.itertuples(index=False):
-                        descs = list(r.descs)
-                        lang = main_language("\n".join(descs))
-                        for g, group in enumerate(_groups(descs, max_input)):
-                            msgs = summarise_messages(
-                                r.kind, list(r.names), r.type, group, lang, target
-                            )
-                            rows.append(
-                                {
-                                    "id": r.id,
-                                    "group": g,
-                                    **request_row(cfg, NAME, "synthesizer", msgs, Summary),
-                                }
-                            )
-                    yield pd.DataFrame(rows, columns=SUMMARY_REQUEST.fieldNames())
-
-            reqs = self.materialise(work.mapInPandas(build, SUMMARY_REQUEST))
+            reqs = self.materialise(work.mapInPandas(_summary_requests(cfg), SUMMARY_REQUEST))
             s = self.llm.execute(reqs.drop("id", "group"), NAME)
             self.result.add(StageResult.of_llm(s))
             answers = self.llm.results(reqs).select(
