@@ -7,6 +7,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
+from graphgen_spark.ids import h
 from graphgen_spark.tables import SCHEMAS, MergeResult, Tables
 
 
@@ -19,6 +20,24 @@ def row(table: str, **values: Any) -> dict[str, Any]:
             f"table {table!r} has no column {', '.join(unknown)}; its columns: {', '.join(columns)}"
         )
     return {**dict.fromkeys(columns), **values}
+
+
+def chunk_row(
+    chunk_id: str, doc_id: str, text: str, language: str = "en", n_tokens: int = 10
+) -> dict[str, Any]:
+    """A ``chunks`` row: the whole of a one-chunk text, hashed as the chunk stage hashes it."""
+    return row(
+        "chunks",
+        chunk_id=chunk_id,
+        doc_id=doc_id,
+        index=0,
+        start_token=0,
+        end_token=n_tokens,
+        n_tokens=n_tokens,
+        text=text,
+        content_hash=h(text),
+        language=language,
+    )
 
 
 def frame(spark: SparkSession, table: str, rows: Iterable[Mapping[str, Any]]) -> DataFrame:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
+from rows import chunk_row, merge_rows
 
 from graphgen_spark.config import DEFAULT_ENTITY_TYPES, build_config
 from graphgen_spark.ids import h
@@ -180,7 +181,7 @@ def test_mentions_match_stored_records(shared_run):
         assert m["dangling"] == (m["src_key"] not in own or m["dst_key"] not in own)
 
 
-def test_shared_text_is_credited_to_every_chunk(shared_run):
+def test_shared_text_is_credited_to_everychunk_row(shared_run):
     tables = shared_run["tables"]
     chunks = rows(tables, "chunks")
     by_hash: dict[str, list[str]] = {}
@@ -291,20 +292,6 @@ LOOP_ANSWER = {
 }
 
 
-def _chunk(chunk_id, doc_id, text, language):
-    return {
-        "chunk_id": chunk_id,
-        "doc_id": doc_id,
-        "index": 0,
-        "start_token": 0,
-        "end_token": 10,
-        "n_tokens": 10,
-        "text": text,
-        "content_hash": h(text),
-        "language": language,
-    }
-
-
 @pytest.fixture(scope="module")
 def recovery(spark, tmp_path_factory):
     """Run A: every call fails, max_failed_fraction 0 -> RuntimeError. Run B: fails again,
@@ -312,12 +299,12 @@ def recovery(spark, tmp_path_factory):
     out = tmp_path_factory.mktemp("recovery_out")
     tables = Tables(spark, out)
     chunks = [
-        _chunk("c-en-1", "d1", EN_TEXT, "en"),
-        _chunk("c-en-2", "d2", EN_TEXT, "en"),  # same text in a second document
-        _chunk("c-zh", "d3", ZH_TEXT, "zh"),
-        _chunk("c-loop", "d4", LOOP_TEXT, "en"),
+        chunk_row("c-en-1", "d1", EN_TEXT, "en"),
+        chunk_row("c-en-2", "d2", EN_TEXT, "en"),  # same text in a second document
+        chunk_row("c-zh", "d3", ZH_TEXT, "zh"),
+        chunk_row("c-loop", "d4", LOOP_TEXT, "en"),
     ]
-    tables.merge("chunks", spark.createDataFrame(chunks, SCHEMAS["chunks"]))
+    merge_rows(tables, "chunks", chunks)
     script = tmp_path_factory.mktemp("script") / "rules.json"
     # the surrogate travels as a character of the reply, not as an escape inside its JSON
     content = json.dumps(LOOP_ANSWER, ensure_ascii=False)
@@ -670,12 +657,12 @@ def table_state(tables: Tables) -> dict[str, list[tuple]]:
 
 def _hostile_chunks(spark, tables: Tables) -> None:
     chunks = [
-        _chunk("c-en-1", "d1", EN_TEXT, "en"),
-        _chunk("c-en-2", "d2", EN_TEXT, "en"),
-        _chunk("c-zh", "d3", ZH_TEXT, "zh"),
-        _chunk("c-hostile", "d4", HOSTILE_TEXT, "en"),
+        chunk_row("c-en-1", "d1", EN_TEXT, "en"),
+        chunk_row("c-en-2", "d2", EN_TEXT, "en"),
+        chunk_row("c-zh", "d3", ZH_TEXT, "zh"),
+        chunk_row("c-hostile", "d4", HOSTILE_TEXT, "en"),
     ]
-    tables.merge("chunks", spark.createDataFrame(chunks, SCHEMAS["chunks"]))
+    merge_rows(tables, "chunks", chunks)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from contexts import stage_context
-from rows import merge_rows, row
+from rows import chunk_row, merge_rows, row
 
 from graphgen_spark.config import build_config
 from graphgen_spark.ids import h
@@ -17,18 +17,7 @@ LONG = "Apis mellifera workers forage for nectar and pollen across many kilometr
 
 
 def chunk(cid, doc):
-    return row(
-        "chunks",
-        chunk_id=cid,
-        doc_id=doc,
-        index=0,
-        start_token=0,
-        end_token=1,
-        n_tokens=1,
-        text=cid,
-        content_hash=h(cid),
-        language="en",
-    )
+    return chunk_row(cid, doc, cid, n_tokens=1)
 
 
 def mentioned_in(cid: str) -> dict[str, str]:

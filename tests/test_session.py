@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rows import merge_rows, row
 
 from graphgen_spark.jars import coordinates
 from graphgen_spark.session import has_graphframes, require_graphframes
@@ -70,18 +71,12 @@ def test_concurrent_merges_into_one_table_all_land(spark, tables, caplog):
     import logging
     from concurrent.futures import ThreadPoolExecutor
 
-    from graphgen_spark.tables import SCHEMAS
-
-    cols = SCHEMAS["quarantine"].fieldNames()
-
-    def rows(worker: int, i: int):
-        values = {c: None for c in cols}
-        return [{**values, **_quarantine_key(worker, i, c)} for c in range(3)]
-
     def write(worker: int) -> None:
         for i in range(4):
-            tables.merge(
-                "quarantine", spark.createDataFrame(rows(worker, i), SCHEMAS["quarantine"])
+            merge_rows(
+                tables,
+                "quarantine",
+                [row("quarantine", **_quarantine_key(worker, i, c)) for c in range(3)],
             )
 
     tables.ensure("quarantine")
