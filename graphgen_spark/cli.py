@@ -1,9 +1,14 @@
-"""The ``graphgen-spark`` command: run, demo, standin, setup, status, submit-args."""
+"""The ``graphgen-spark`` command: run, submit, demo, standin, setup, status, submit-args.
+
+Every command ends with a line that says what to do next; the exit codes are
+:class:`graphgen_spark.errors.ExitCode` (README: Exit codes).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -16,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from graphgen_spark.config import MODES, ROOT, Config, ConfigError, load_config
-from graphgen_spark.errors import ANTICIPATED, WORK_LEFT
+from graphgen_spark.errors import ANTICIPATED, NEXT_STEP, ExitCode, exit_code_for
 from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
 
 log = logging.getLogger("graphgen_spark")
 # the run finished but some requests are not done (failed, invalid or over the budget)
-EXIT_REQUESTS_LEFT = 3
+EXIT_REQUESTS_LEFT = ExitCode.REQUESTS_LEFT
 
 
 def _setup_logging() -> None:
@@ -52,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.retry_given_up:
         cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"retry_given_up": True})})
     stages = select_stages(args.stages)
+    _check_input(cfg, args.input, stages)
     if args.dry_run:
         from graphgen_spark.dryrun import render
         from graphgen_spark.pipeline import dry_run
@@ -59,8 +65,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(render(cfg, dry_run(cfg, args.input, args.output, stages, master=args.master)))
         return 0
     run_id = run_pipeline(cfg, args.input, args.output, stages, master=args.master)
-    left = _requests_left(cfg, args.output, run_id, args.master)
-    where = f"tables under {OutputLayout(args.output).tables}"
+    left, quarantined = _outcome(cfg, args.output, run_id, args.master)
+    layout = OutputLayout(args.output)
+    where = f"tables under {layout.tables}"
+    if quarantined:
+        where += (
+            f"; {quarantined} input row(s) quarantined by this run: "
+            f"`graphgen-spark status --output {args.output}` says why"
+        )
     if left:
         per_stage = ", ".join(f"{stage} {n}" for stage, n in sorted(left.items()))
         print(
@@ -68,18 +80,28 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({per_stage}): rerun the same command to retry them; {where}"
         )
         return EXIT_REQUESTS_LEFT
-    print(f"run {run_id} finished: every request done; {where}")
-    return 0
+    print(
+        f"run {run_id} finished: every request done; {where}; training files in "
+        f"{layout.export}, report {layout.report}/index.html"
+    )
+    return ExitCode.OK
 
 
-def _requests_left(cfg: Config, output: str, run_id: str, master: str | None) -> dict[str, int]:
+def _outcome(cfg: Config, output: str, run_id: str, master: str | None) -> tuple[dict, int]:
+    """Requests not done per stage, and input rows this run quarantined."""
+    from pyspark.sql import functions as F
+
     from graphgen_spark.llm.ledger import Ledger
     from graphgen_spark.session import build_session
     from graphgen_spark.tables import Tables
 
     spark = build_session(cfg, master)
     tables = Tables(spark, output, cfg.tables.catalog, cfg.tables.db_schema)
-    return Ledger(spark, tables, run_id, log).left_by_stage(run_id)
+    left = Ledger(spark, tables, run_id, log).left_by_stage(run_id)
+    quarantined = 0
+    if tables.exists("quarantine"):
+        quarantined = tables.read("quarantine").filter(F.col("run_id") == run_id).count()
+    return left, quarantined
 
 
 @contextlib.contextmanager
@@ -213,13 +235,41 @@ def cmd_submit_args(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Build the cluster's ``spark-submit`` command; print it, or run it and pass on its
+    exit code (the job's own, see ExitCode)."""
+    import shlex
+
+    from graphgen_spark import submit
+    from graphgen_spark.pipeline import select_stages
+
+    cfg = _load(args.config)
+    _check_input(cfg, args.input, select_stages(args.stages))
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(submit.SubmitOptions)}
+    opts = submit.SubmitOptions(**{**given, "conf": tuple(args.conf or ())})
+    cmd = submit.command(opts, submit.python_env(opts))
+    if args.print:
+        print(shlex.join(cmd))
+        return ExitCode.OK
+    log.info("submit: %s", shlex.join(cmd))
+    return subprocess.run(cmd).returncode
+
+
+def _check_input(cfg: Config, path: str | None, stages: list[str]) -> None:
+    """A missing or unreadable ``--input`` stops here, before Spark starts."""
+    if "ingest" in stages:
+        from graphgen_spark.readers import check_input
+
+        check_input(path, cfg.input.format)
+
+
 def cmd_classpath(args: argparse.Namespace) -> int:
     """Start a session as the config would and say which JVM artifacts it really has."""
     from graphgen_spark.jars import coordinates
     from graphgen_spark.session import build_session, has_delta, has_graphframes
 
     cfg = load_config(args.config)
-    spark = build_session(cfg, "local[1]", {"spark.ui.enabled": "false"})
+    spark = build_session(cfg, "local[1]", {"spark.ui.enabled": "false"}, require=False)
     try:
         found = {"delta": has_delta(spark), "graphframes": has_graphframes(spark)}
     finally:
@@ -231,15 +281,17 @@ def cmd_classpath(args: argparse.Namespace) -> int:
     return 0 if found["delta"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphgen-spark", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def _job_args(p: argparse.ArgumentParser) -> None:
+    """The arguments ``run`` and ``submit`` share: what to run, on what, into where."""
+    p.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
+    p.add_argument("--input", required=False, help="file, folder or table to ingest")
+    p.add_argument("--output", required=True, help="output folder (tables/, export/, report/)")
+    p.add_argument("--stages", help="comma-separated subset, e.g. ingest,chunk")
 
+
+def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run the pipeline (all stages by default)")
-    run.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
-    run.add_argument("--input", required=False, help="file, folder or table to ingest")
-    run.add_argument("--output", required=True, help="output folder (tables/, export/, report/)")
-    run.add_argument("--stages", help="comma-separated subset, e.g. ingest,chunk")
+    _job_args(run)
     run.add_argument(
         "--retry-given-up",
         action="store_true",
@@ -252,6 +304,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only the free stages and print what the LLM stages would cost",
     )
     run.set_defaults(func=cmd_run)
+
+
+def _add_submit(sub) -> None:
+    sm = sub.add_parser(
+        "submit",
+        help="run the pipeline on a cluster through spark-submit, shipping jars and Python env",
+    )
+    sm.add_argument("--master", required=True, help="the cluster, e.g. spark://HOST:7077")
+    _job_args(sm)
+    sm.add_argument(
+        "--print",
+        action="store_true",
+        help="print the spark-submit command instead of running it (the Python env is "
+        "still built, so the command runs as printed)",
+    )
+    sm.add_argument(
+        "--packages",
+        action="store_true",
+        help="let the cluster resolve the jars from Maven Central instead of shipping the "
+        "cached ones",
+    )
+    sm.add_argument("--conf", action="append", metavar="NAME=VALUE", help="extra Spark setting")
+    sm.add_argument("--python-env", help="a packed env (venv-pack / conda-pack) to ship instead")
+    sm.add_argument(
+        "--python-prefix",
+        help="where the workers' Python is installed, when not at this machine's path",
+    )
+    sm.set_defaults(func=cmd_submit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphgen-spark", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    _add_run(sub)
+    _add_submit(sub)
 
     demo = sub.add_parser("demo", help="the whole pipeline on the bundled sample corpus")
     demo.add_argument("--config", default=str(ROOT / "conf" / "local.yaml"))
@@ -300,18 +388,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
     try:
-        return args.func(args)
+        return int(args.func(args))
     except ConfigError as exc:
-        print(f"configuration error: {scrub(str(exc))}", file=sys.stderr)
-        return 2
+        return _stopped(ExitCode.CONFIG, f"configuration error: {exc}")
     except ANTICIPATED as exc:
-        # anticipated: the message says what happened and what to do, no traceback
-        print(f"{type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
-        return EXIT_REQUESTS_LEFT if isinstance(exc, WORK_LEFT) else 4
+        # anticipated: the message says what happened, the last line what to do
+        return _stopped(exit_code_for(exc), f"{type(exc).__name__}: {exc}")
     except Exception:
         # the traceback Python would print, without the keys (a gateway may echo one)
-        print(scrub(traceback.format_exc()), file=sys.stderr, end="")
-        return 1
+        return _stopped(ExitCode.FAILED, traceback.format_exc().rstrip())
+
+
+def _stopped(code: ExitCode, message: str) -> int:
+    """Print why the command stopped and, last, what to do next; return the exit code."""
+    print(scrub(message), file=sys.stderr)
+    print(f"next: {NEXT_STEP[code]} (exit code {int(code)})", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import codecs
 import csv
 import json
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -38,8 +39,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.errors import UsageError
 from graphgen_spark.ids import h_col
-from graphgen_spark.tables import EXCERPT_CHARS
+from graphgen_spark.tables import EXCERPT_CHARS, local_path
 from graphgen_spark.text import utf8_safe
 
 STR = T.StringType()
@@ -120,6 +122,23 @@ _FLUSH_CHARS = 32 << 20
 
 # -- paths and extensions ---------------------------------------------------------------------
 _EXT = r"[^/.]\.([^./]+)$"
+
+
+def check_input(path: str | None, fmt: str) -> None:
+    """Stop before Spark starts when ``--input`` is missing or a local path cannot be read.
+
+    Remote stores (``s3://``, ``dbfs:/``...) and table names (``input.format: table``) are
+    left to Spark, which alone can reach them.
+    """
+    if not path:
+        raise UsageError("--input is required when the ingest stage runs")
+    local = local_path(path)
+    if local is None or (fmt == "table" and os.sep not in path and not local.exists()):
+        return
+    if not local.exists():
+        raise UsageError(f"--input {path}: no such file or folder")
+    if not os.access(local, os.R_OK | (os.X_OK if local.is_dir() else 0)):
+        raise UsageError(f"--input {path}: not readable by this user")
 
 
 def extension(path: str) -> str:

@@ -230,3 +230,26 @@ def test_a_run_with_requests_left_says_so_in_its_last_line_and_exit_code(spark, 
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert code == EXIT_REQUESTS_LEFT
     assert "request(s) not done (extract " in last and "rerun the same command" in last
+
+
+def test_a_budget_stop_exits_with_its_own_code_and_says_how_to_go_on(spark, tmp_path, capsys):
+    """run.max_tokens below one extraction's estimate: nothing is sent, the run stops with
+    the budget's exit code, and its last line says to raise the budget and rerun."""
+    from graphgen_spark.cli import main
+    from graphgen_spark.errors import ExitCode
+
+    corpus = _corpus(tmp_path / "corpus", 2)
+    with StandinServer(StandinOptions(), announce=False) as server:
+        cfg = yaml.safe_load(_config(tmp_path / "cfg.yaml", server.base_url).read_text())
+        cfg["run"]["max_tokens"] = 50
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        args = ["run", "--config", str(tmp_path / "cfg.yaml"), "--input", str(corpus)]
+        code = main([*args, "--output", str(tmp_path / "out"), "--stages", ",".join(STAGES)])
+        sent = server.stats()["requests_total"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == ExitCode.BUDGET == 5 and sent == 0
+    assert (
+        err[-1].startswith("next: raise run.max_cost / run.max_tokens")
+        and "(exit code 5)" in err[-1]
+    )
+    assert not any("Traceback" in line for line in err)
