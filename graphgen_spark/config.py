@@ -56,6 +56,9 @@ class SparkConfig(_Section):
     jars: Literal["cached", "packages", "present"] = "cached"
     jar_cache: str = ".jars"
     shuffle_partitions: int = Field(8, ge=1)
+    # the JVM's log level; WARN keeps Spark's INFO chatter (spark-submit's default) from
+    # burying the job's own lines, its last one included
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF"] = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
 
 

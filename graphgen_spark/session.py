@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import sys
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from graphgen_spark.config import Config
+from graphgen_spark.errors import MissingArtifact
 from graphgen_spark.jars import cached_jars, coordinates
 
 DELTA_CONF = {
@@ -44,25 +46,43 @@ def redaction_regex(user: str | None = None) -> str:
 
 
 def build_session(
-    cfg: Config, master: str | None = None, extra_conf: dict | None = None
+    cfg: Config, master: str | None = None, extra_conf: dict | None = None, require: bool = True
 ) -> SparkSession:
-    """Get or create the session for this config (an existing session is reused as is)."""
+    """Get or create the session for this config (an existing session is reused as is).
+
+    The SparkContext starts first, so that with ``require`` a classpath without Delta
+    stops here, with the fix, before Spark tries to load Delta's session extension (and
+    not deep inside the first table read)."""
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(cfg.spark.app_name)
     master = master or cfg.spark.master
+    conf = (
+        SparkConf()
+        .setAppName(cfg.spark.app_name)
+        .setAll(list(_session_conf(cfg, master, extra_conf).items()))
+    )
     if master:
-        builder = builder.master(master)
+        conf.setMaster(master)
+    sc = SparkContext.getOrCreate(conf)
+    if require and not _has_class(sc, "io.delta.tables.DeltaTable"):
+        sc.stop()
+        raise MissingArtifact(_missing_delta(cfg))
+    return SparkSession.builder.getOrCreate()
+
+
+def _session_conf(cfg: Config, master: str | None, extra: dict | None) -> dict[str, str]:
+    """Every Spark setting the config implies, the user's own last."""
     conf = {
         **DELTA_CONF,
         **BASE_CONF,
         "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.log.level": cfg.spark.log_level,  # from the context's start, not after it
     }
     if cfg.spark.jars == "cached":
         jars = cached_jars(cfg.spark.jar_cache)
         if not any("delta-spark" in j for j in jars):
-            raise RuntimeError(
+            raise MissingArtifact(
                 f"Delta jars are not in the cache {cfg.spark.jar_cache!r}; run `make setup` "
                 f"(it resolves {coordinates()['delta']} from Maven Central), or set "
                 "spark.jars: packages / present in the config"
@@ -75,15 +95,24 @@ def build_session(
         # PySpark reads the environment variable, not the conf, when it starts them
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf.update(cfg.spark.conf)
-    conf.update(extra_conf or {})
+    conf.update(extra or {})
     conf["spark.redaction.regex"] = redaction_regex(conf.get("spark.redaction.regex"))
-    for key, value in conf.items():
-        builder = builder.config(key, value)
-    return builder.getOrCreate()
+    return conf
 
 
-def _has_class(spark: SparkSession, name: str) -> bool:
-    jvm = spark.sparkContext._jvm
+def _missing_delta(cfg: Config) -> str:
+    coord = coordinates()["delta"]
+    return (
+        f"Delta Lake is not on the Spark classpath (io.delta.tables.DeltaTable not found; "
+        f"spark.jars: {cfg.spark.jars}): this job needs {coord}. Start it with `graphgen-spark "
+        "submit` (it passes the jars `make setup` cached), or give spark-submit "
+        f"`--jars` with those jars, or `--packages {coord}` where the cluster reaches Maven "
+        "Central; on Databricks, use a runtime that includes Delta"
+    )
+
+
+def _has_class(sc: SparkContext, name: str) -> bool:
+    jvm = sc._jvm
     try:
         loader = jvm.Thread.currentThread().getContextClassLoader()  # type: ignore[union-attr]
         jvm.java.lang.Class.forName(name, True, loader)  # type: ignore[union-attr]
@@ -94,12 +123,12 @@ def _has_class(spark: SparkSession, name: str) -> bool:
 
 def has_graphframes(spark: SparkSession) -> bool:
     """Whether the GraphFrames JVM classes are on this session's classpath."""
-    return _has_class(spark, "org.graphframes.GraphFrame")
+    return _has_class(spark.sparkContext, "org.graphframes.GraphFrame")
 
 
 def has_delta(spark: SparkSession) -> bool:
     """Whether Delta Lake's JVM classes are on this session's classpath."""
-    return _has_class(spark, "io.delta.tables.DeltaTable")
+    return _has_class(spark.sparkContext, "io.delta.tables.DeltaTable")
 
 
 def require_graphframes(spark: SparkSession) -> None:
