@@ -1,7 +1,7 @@
 """spark-submit entry point: the same arguments as `graphgen-spark run`.
 
-    spark-submit --master spark://HOST:7077 --packages "$(graphgen-spark submit-args)" \
-        jobs/run_pipeline.py --config conf/cluster.yaml --input PATH --output DIR
+`graphgen-spark submit --master URL ...` builds the spark-submit command that runs this
+file with the jars and the packed Python env; `submit --print` shows it.
 """
 
 import sys

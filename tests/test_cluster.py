@@ -24,7 +24,7 @@ from graphs import write_generated_graph
 from test_crash import matrix_line
 
 from graphgen_spark.config import build_config
-from graphgen_spark.jars import cached_jars, coordinates
+from graphgen_spark.jars import coordinates
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.standin import StandinOptions, StandinServer
@@ -65,16 +65,27 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def _bare_python() -> str:
+    """The interpreter this project's virtualenv was made from: none of its packages."""
+    bare = str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    probe = subprocess.run(
+        [bare, "-c", "import pandas, pyarrow, graphgen_spark"], capture_output=True
+    )
+    assert probe.returncode != 0, f"{bare} is not bare: it imports the project's packages"
+    return bare
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
-    env = {
-        **os.environ,
-        "SPARK_HOME": str(SPARK_HOME),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable,
-        "SPARK_WORKER_DIR": str(tmp / "work"),
-    }
+    bare = _bare_python()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_PYTHON")}
+    env.update(
+        SPARK_HOME=str(SPARK_HOME),
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=bare,  # what a worker would start, were the env not shipped
+        SPARK_WORKER_DIR=str(tmp / "work"),
+    )
     port, ui = _free_port(), _free_port()
     url = f"spark://127.0.0.1:{port}"
     procs = [
@@ -156,11 +167,12 @@ def _rows(tables: Tables, name: str, order: str) -> list[dict]:
 def _submit(
     cluster: dict, tmp_path: Path, conf: dict, stages: str, out: Path, inp: Path | None = None
 ) -> Path:
-    """``spark-submit jobs/run_pipeline.py`` on the cluster, jars passed with ``--jars`` as a
-    user would (the local cache); returns the event-log folder."""
+    """``graphgen-spark submit`` on the cluster, as a user runs it: the cached jars and the
+    packed Python env shipped to bare workers; returns the event-log folder."""
     cmd, events = _submit_command(cluster, tmp_path, conf, stages, out, inp)
     proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    _assert_executors_used_the_shipped_env(cluster)
     return events
 
 
@@ -172,38 +184,28 @@ def _submit_command(
     path = tmp_path / "cluster.yaml"
     spark_conf = {"jars": "present", "shuffle_partitions": 4}
     path.write_text(yaml.safe_dump({**conf, "spark": spark_conf}))
-    cmd = [
-        str(SPARK_HOME / "bin" / "spark-submit"),
-        "--master",
-        cluster["url"],
-        "--jars",
-        ",".join(cached_jars()),
-        "--conf",
-        "spark.eventLog.enabled=true",
-        "--conf",
-        "spark.eventLog.compress=false",
-        "--conf",
-        f"spark.eventLog.dir={events}",
-        "--conf",
-        "spark.executor.cores=1",
-        "--conf",
-        "spark.cores.max=2",
-        "--conf",
-        "spark.executor.memory=1g",
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        "--conf",
-        "spark.databricks.delta.snapshotPartitions=2",
-        str(ROOT / "jobs" / "run_pipeline.py"),
-        "--config",
-        str(path),
-        "--output",
-        str(out),
-        "--stages",
-        stages,
-        *(["--input", str(inp)] if inp else []),
-    ]
+    settings = {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.dir": str(events),
+        "spark.executor.cores": "1",
+        "spark.cores.max": "2",
+        "spark.executor.memory": "1g",
+        "spark.databricks.delta.snapshotPartitions": "2",
+    }
+    cmd = [sys.executable, "-m", "graphgen_spark.cli", "submit", "--master", cluster["url"]]
+    cmd += ["--config", str(path), "--output", str(out), "--stages", stages]
+    cmd += ["--input", str(inp)] if inp else []
+    for key, value in settings.items():
+        cmd += ["--conf", f"{key}={value}"]
     return cmd, events
+
+
+def _assert_executors_used_the_shipped_env(cluster: dict) -> None:
+    """The executors' Python is the archive unpacked in their work folder: the workers'
+    own Python has none of the project's packages."""
+    unpacked = list(cluster["tmp"].glob("work*/app-*/*/environment/bin/python"))
+    assert unpacked, f"no executor unpacked the Python env under {cluster['tmp']}"
 
 
 def _assert_both_workers_ran_tasks(events: Path) -> None:
@@ -295,7 +297,11 @@ def test_a_worker_killed_mid_extract_costs_only_what_it_had_in_flight(cluster, s
         )
         log = tmp_path / "submit.log"
         job = subprocess.Popen(
-            cmd, env=cluster["env"], stdout=log.open("w"), stderr=subprocess.STDOUT
+            cmd,
+            env=cluster["env"],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # spark-submit and its driver die with it
         )
         try:
             deadline = time.monotonic() + 600
@@ -312,7 +318,7 @@ def test_a_worker_killed_mid_extract_costs_only_what_it_had_in_flight(cluster, s
             assert job.wait(timeout=900) == 0, log.read_text()[-4000:]
         finally:
             if job.poll() is None:
-                job.kill()
+                os.killpg(job.pid, signal.SIGKILL)
         paid_twice = server.stats()["requests_total"] - paid_once
     local, remote = Tables(spark, tmp_path / "local"), Tables(spark, out)
     names = ("extractions", "entity_mentions", "relation_mentions")
