@@ -11,7 +11,7 @@ Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s
 * ``ratio_stage``  achieved requests/s over the whole extract stage ÷ capacity;
 * ``ratio_waves``  requests sent in the waves (the executor's cumulative "[extract] wave i
   done: N calls sent so far" lines) ÷ the union of the waves' spans (the Spark jobs described
-  "extract: LLM wave i", first start to last end per wave) ÷ capacity;
+  "extract: wave i/N", first start to last end per wave) ÷ capacity;
 * ``ratio_llm_jobs``  the same requests ÷ the union of the waves' LLM jobs ÷ capacity;
 * ``ratio_send``   requests ÷ time the endpoint had anything in flight ÷ capacity;
 * ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage

@@ -14,7 +14,7 @@ Reported, all from the one run (the timeline analysis is :mod:`bench.timeline`'s
 
 * ``ratio_stage``   achieved requests/s over the whole judge stage ÷ capacity;
 * ``ratio_waves``   statement requests ÷ the union of the statement waves' spans (the Spark
-  jobs described "judge: LLM wave i", first start to last end per wave) ÷ capacity;
+  jobs described "judge: wave i/N", first start to last end per wave) ÷ capacity;
 * ``ratio_llm_jobs``  statement requests ÷ the union of those waves' LLM jobs ÷ capacity;
 * ``ratio_send``    requests ÷ time the endpoint had anything in flight ÷ capacity;
 * ``ratio_busy_span``  requests ÷ ``busy_span_s`` (first to last /stats sample of the stage
@@ -65,7 +65,7 @@ from bench.extract_throughput import (
 NAME = "judge_throughput"
 log = logging.getLogger("bench.judge_throughput")
 STAGE = "judge"
-JOB_GROUP = "stage-judge"  # what the pipeline sets for the stage (pipeline.run_pipeline)
+JOB_GROUP = "stage-judge"  # what Stage.run sets for the stage (stages/base.py)
 
 # -- the synthetic graph and its statements ------------------------------------------------------
 ROLES = (
@@ -288,7 +288,7 @@ def write_graph(spark, tables, args) -> dict[str, Any]:
 _REPORT = re.compile(r"judge: reliability diagram")
 
 
-_PROBE_JOB = "judge: LLM probe"
+_PROBE_JOB = "judge: probe"
 
 
 def _round(k: int) -> str:

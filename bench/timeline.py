@@ -8,7 +8,7 @@ CPU by process. Afterwards:
   logs before its first wave ("[stage] N requests|conversations to run over ...",
   ``WaveRunner.run``), its cumulative "[stage] wave i done: N calls sent so far" lines
   (the requests of each wave) and its "[stage] N wave(s) merged into llm_calls in S s" line;
-* :func:`llm_waves`: the waves, from the Spark jobs described "stage: LLM wave i"
+* :func:`llm_waves`: the waves, from the Spark jobs described "stage: wave i/N"
   (``runner._WaveLoop``), each assigned to the executor call logged last before it;
 * :func:`phases`: consecutive phases covering the stage, cut at log lines or times;
 * :func:`call_sites`: Spark job time per call site (LLM jobs, wave bookkeeping, the rest);
@@ -219,7 +219,7 @@ def llm_waves(
     samples: list[Sample],
     capacity: float,
 ) -> list[dict[str, Any]]:
-    """Waves from the Spark jobs described f"{stage}: LLM wave i", each assigned to the
+    """Waves from the Spark jobs described f"{stage}: wave i/N", each assigned to the
     executor call logged last before it; per wave its span (first job start to last job end),
     its LLM job (the longest of its jobs), requests (the executor's count), send time and
     mean in flight. ``executes_or_log`` is :func:`executor_calls`' list or the capture."""
@@ -228,7 +228,7 @@ def llm_waves(
         if isinstance(executes_or_log, LogCapture)
         else executes_or_log
     )
-    described = re.compile(rf"^{re.escape(stage)}: LLM wave (\d+)$")
+    described = re.compile(rf"^{re.escape(stage)}: wave (\d+)/")
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for j in jobs:
         m = described.match(j["description"] or "")

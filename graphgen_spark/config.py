@@ -136,6 +136,9 @@ class LLMConfig(_Section):
     # requests; a crash loses at most the two waves in flight.
     wave_seconds: float = Field(60.0, gt=0)
     wave_size: int = Field(50_000, ge=1)
+    # seconds between progress lines when stderr is not a terminal (a terminal redraws one
+    # line every second): llm/progress.py
+    progress_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _backoff_order(self) -> LLMConfig:

@@ -137,7 +137,6 @@ def _run_stage(stage: Stage, ctx: StageContext) -> dict:
         return {"stage": name, "status": "skipped", "seconds": 0.0, "counts": {}, "cost": 0.0}
     t0 = time.monotonic()
     log.info("stage %s: started", name)
-    ctx.spark.sparkContext.setJobGroup(f"stage-{name}", f"graphgen-spark stage {name}")
     result = stage.run(ctx)
     seconds = time.monotonic() - t0
     log.info(

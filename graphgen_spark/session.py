@@ -30,6 +30,9 @@ BASE_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
+    # pyspark counts as a shell, so Spark would draw its stage bar on stderr: it overwrites
+    # the LLM progress line in a terminal and fills a log with carriage returns
+    "spark.ui.showConsoleProgress": "false",
 }
 #: Spark's own default ``spark.redaction.regex``, kept as a part of ours.
 SPARK_DEFAULT_REDACTION = "(?i)secret|password|token|access[.]?key"

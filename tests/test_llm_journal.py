@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from graphgen_spark.llm.journal import JournalWriter, earlier_answers
+from graphgen_spark.llm.journal import (
+    JournalWriter,
+    earlier_answers,
+    read_progress,
+    write_progress,
+)
 
 
 def _row(rid: str, status: str) -> dict:
@@ -43,3 +49,15 @@ def test_an_answer_is_on_disk_before_append_returns(tmp_path):
     files = list((tmp_path / "j").iterdir())
     assert len(files) == 1 and '"request_id": "x"' in files[0].read_text()
     writer.close()
+
+
+def test_a_wave_s_progress_sums_the_latest_attempt_of_each_task(tmp_path):
+    uri = f"file:{tmp_path}/wave.journal"
+    assert read_progress(uri) == {}  # no task has written yet
+    write_progress(uri, 0, 0, {"rows": 5, "cost": 0.5})
+    write_progress(uri, 0, 0, {"rows": 7, "cost": 0.7})  # replaced, not added
+    write_progress(uri, 1, 0, {"rows": 9, "cost": 0.9})
+    write_progress(uri, 1, 1, {"rows": 2, "cost": 0.2})  # the retry replaces the failed try
+    assert read_progress(uri) == {"rows": 9, "cost": pytest.approx(0.9)}
+    # never mistaken for a journal of calls
+    assert earlier_answers(uri, partition=1, attempt=2) == {}

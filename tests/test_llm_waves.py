@@ -67,6 +67,18 @@ def test_wave_size_caps_a_wave():
     assert len(p.next_wave(now=1.0)) == 1000 // 128  # 7 slices, not 600 s worth
 
 
+def test_a_wave_is_named_with_the_count_it_is_known_to_or_expected_to_reach():
+    p = plan(rows=10_000, in_flight=32, wave_seconds=10.0)  # 79 slices of 128
+    p.next_wave(now=0.0)
+    assert p.waves(1) == "?"  # nothing measured yet
+    p.finished(128, now=2.0)  # 5 slices per wave from here, then the taper
+    p.next_wave(now=2.0)
+    assert p.waves(2) == "~19"  # 73 left: 14 waves of 5, then 2 and 1
+    while p.left:
+        p.next_wave(now=2.0)
+    assert p.waves(19) == "19"
+
+
 def _spec() -> TaskSpec:
     return TaskSpec({}, {}, RetryPolicy(), "run-1")
 

@@ -9,6 +9,10 @@ commit), so a kill loses only the requests in flight. A retried task reads its p
 earlier files and reuses their ok answers instead of paying for them again. The driver
 merges the journals into ``llm_calls`` (``llm/ledger.py``); nothing else records a call.
 
+Each task also keeps a small ``p<partition>-a<attempt>.progress`` file there, replaced every
+few seconds with its counts so far (rows done, calls, tokens, cost): what the driver's live
+progress line reads while a wave runs (``llm/progress.py``); the ledger never reads it.
+
 Files go through pyarrow's filesystems (local disks, HDFS, S3, GCS, ABFS); ``dbfs:/`` is
 written through Databricks' ``/dbfs`` mount. Readers skip a torn last line (a writer killed
 mid-write).
@@ -25,6 +29,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 _SUFFIX = ".jsonl"
+_PROGRESS = ".progress"
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -141,3 +146,41 @@ def earlier_answers(uri: str, partition: int, attempt: int) -> dict[str, dict[st
                 if row.get("status") == "ok":
                     found[row["request_id"]] = row
     return found
+
+
+def write_progress(uri: str, partition: int, attempt: int, stats: dict[str, float]) -> None:
+    """Replace this task attempt's counts so far; a reader never sees a half-written file
+    (a rename on a local disk, one PUT on an object store)."""
+    fs, root, local = _filesystem(uri)
+    path = f"{root}/p{partition:05d}-a{attempt:03d}{_PROGRESS}"
+    if local:
+        fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{path}.tmp" if local else path) as out:
+        out.write(json.dumps(stats).encode())
+    if local:
+        fs.move(f"{path}.tmp", path)
+
+
+def read_progress(uri: str) -> dict[str, float]:
+    """The counts of a wave's tasks summed, the latest attempt of each partition only (a
+    retried attempt replaces the failed one's)."""
+    fs, root, _ = _filesystem(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return {}
+    latest = {
+        i.base_name[:6]: i
+        for i in sorted(infos, key=lambda i: i.base_name)
+        if i.base_name.endswith(_PROGRESS)
+    }
+    total: dict[str, float] = {}
+    for info in latest.values():
+        try:
+            with fs.open_input_stream(info.path) as src:
+                stats = json.loads(src.read())
+        except (OSError, ValueError):
+            continue  # gone with its wave, or replaced while listed
+        for k, v in stats.items():
+            total[k] = total.get(k, 0) + v
+    return total

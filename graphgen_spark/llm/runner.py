@@ -5,9 +5,12 @@ to the task's share of in-flight requests, handing finished rows to the JVM as t
 ``llm/waves.py`` sizes each wave to about ``llm.wave_seconds`` of work. Up to two waves are
 in flight at once, so a task slot that finishes its part of one wave starts on the next
 without waiting for the driver. Every call is journaled from the task as it is answered
-(``llm/journal.py``); the ledger merges the journals into ``llm_calls``. Per-wave progress
+(``llm/journal.py``); the ledger merges the journals into ``llm_calls``. Per-wave counts
 and the budget use Spark accumulators, because any other Spark job would queue behind the
-running wave's tasks.
+running wave's tasks; an accumulator reaches the driver only when its task ends, so the
+live progress line (``llm/progress.py``) adds what the running tasks last wrote to their
+progress files beside the journal. Each wave's jobs are named ``<stage>: wave i/N`` for
+the Spark UI, in the stage's job group.
 
 Budget: before a wave is submitted the driver gives each of its tasks an allowance out of
 what the budget has left (minus what the waves in flight may still spend); a task sends a
@@ -33,15 +36,22 @@ from pyspark import TaskContext
 from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.util import inheritable_thread_target
 
 from graphgen_spark import fsutil
 from graphgen_spark.config import Config
 from graphgen_spark.errors import BudgetExceeded
 from graphgen_spark.llm.client import RetryPolicy, call
 from graphgen_spark.llm.endpoints import Endpoint, resolve_endpoint
-from graphgen_spark.llm.journal import JournalWriter, earlier_answers
+from graphgen_spark.llm.journal import (
+    JournalWriter,
+    earlier_answers,
+    read_progress,
+    write_progress,
+)
 from graphgen_spark.llm.ledger import Ledger
 from graphgen_spark.llm.limits import TaskLayout, TaskLimiter, TaskLimits, estimate_tokens
+from graphgen_spark.llm.progress import REDRAW_S, Progress, Tally
 from graphgen_spark.llm.requests import REQUEST_SCHEMA
 from graphgen_spark.llm.waves import WavePlan
 from graphgen_spark.llm.work import Answer, ExecutionSummary, LLMWork, Program
@@ -70,6 +80,7 @@ class TaskSpec:
     run_id: str
     journal: str | None = None  # the wave's journal folder (a URI); None in unit tests
     allowance: Allowance = field(default_factory=Allowance)
+    progress_s: float | None = None  # how often a task writes its counts; None: never
 
 
 class _Spend:
@@ -169,6 +180,8 @@ class _Programs:
         self.spend = _Spend(spec.allowance)
         self.journal: JournalWriter | None = None
         self.earlier: dict[str, dict[str, Any]] = {}
+        self.reporter: asyncio.Task | None = None
+        self.where = (0, 0)  # partition and attempt
 
     async def start(self, rows: list[dict]) -> None:
         spec = self.spec
@@ -178,6 +191,9 @@ class _Programs:
             # a retried task reuses what its earlier attempts were answered
             self.earlier = earlier_answers(spec.journal, part, attempt)
             self.journal = JournalWriter(spec.journal, part, attempt)
+            self.where = (part, attempt)
+            if spec.progress_s:
+                self.reporter = asyncio.create_task(self._report())
         self.clients = {
             role: openai.AsyncOpenAI(
                 base_url=ep.base_url, api_key=ep.api_key, max_retries=0, timeout=ep.timeout_s
@@ -214,10 +230,26 @@ class _Programs:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.reporter is not None:
+            self.reporter.cancel()
+            await asyncio.gather(self.reporter, return_exceptions=True)
+            self._write_progress(dict(self.stats))
         for client in self.clients.values():
             await client.close()
         if self.journal is not None:
             self.journal.close()
+
+    async def _report(self) -> None:
+        """Write the task's counts every ``progress_s``: the driver sees a running wave."""
+        while True:
+            await asyncio.sleep(self.spec.progress_s)
+            await asyncio.to_thread(self._write_progress, dict(self.stats))
+
+    def _write_progress(self, stats: dict[str, float]) -> None:
+        try:
+            write_progress(self.spec.journal, *self.where, stats)
+        except OSError as exc:  # progress is a view: a task goes on without it
+            print(f"graphgen-spark: progress not written: {exc}", file=sys.stderr)
 
     async def _one(self, row: dict) -> dict | None:
         # a list column arrives as a numpy array (or None): never test it for truth
@@ -333,6 +365,7 @@ class _Wave:
     acc: Any
     future: Future
     allowance: Allowance
+    journal: str  # its tasks' progress files are read from here while it runs
 
 
 @dataclass
@@ -540,6 +573,17 @@ class _WaveLoop:
         self.columns = work.out_schema.fieldNames()
 
     def run(self) -> None:
+        """Send the waves under a live progress line; then stop if the budget is spent."""
+        cfg = self.runner.cfg
+        work = self.work
+        with Progress(work.stage, self.plan.rows, work.unit, self.log, cfg.llm.progress_s) as p:
+            self.progress = p
+            # tasks write their counts twice per line shown, never more than once a second
+            self.spec = replace(self.spec, progress_s=max(REDRAW_S, p.every_s / 2))
+            self._run()
+        self._stop_if_spent()
+
+    def _run(self) -> None:
         """Submit waves keeping ``waves_in_flight`` running; every wave submitted lands in
         ``waves`` (also when this raises), so its calls reach the ledger."""
         work = self.work
@@ -567,8 +611,7 @@ class _WaveLoop:
                     self._finish_one()
             finally:
                 self._land_the_rest()
-                self.sc.setJobDescription(None)
-        self._stop_if_spent()
+                self._show()
 
     def _allowance(self) -> Allowance | None:
         """Each task's allowance for the next wave; None when the budget is spent (after
@@ -617,10 +660,12 @@ class _WaveLoop:
         )
 
     # -- one wave --------------------------------------------------------------------------
-    def _job(self, name: str, slices: range, path: str, acc: Any, allowance: Allowance) -> None:
+    def _spec(self, path: str, allowance: Allowance) -> TaskSpec:
+        return replace(self.spec, journal=self.runner.ledger.journal_uri(path), allowance=allowance)
+
+    def _job(self, name: str, slices: range, path: str, acc: Any, spec: TaskSpec) -> None:
         work = self.work
-        spec = replace(self.spec, journal=self.runner.ledger.journal_uri(path), allowance=allowance)
-        self.sc.setJobDescription(f"{work.stage}: {name}")
+        self.sc.setJobDescription(f"{work.stage}: {name}")  # this thread's jobs only
         col = F.col("_slice")
         (
             self.pending.filter((col >= slices.start) & (col < slices.stop))
@@ -640,18 +685,24 @@ class _WaveLoop:
     def _submit(self, pool: ThreadPoolExecutor, w: int, slices: range, allowance: Allowance):
         path, acc = self._new_path(), self.sc.accumulator({}, _StatsParam())
         self.waves.append(path)
-        future = pool.submit(self._job, f"LLM wave {w + 1}", slices, path, acc, allowance)
-        self.inflight.append(_Wave(w, slices, path, acc, future, allowance))
+        name = f"wave {w + 1}/{self.plan.waves(w + 1)}"
+        # pinned threads start with no local properties: give it the stage's job group
+        job = inheritable_thread_target(self.runner.spark)(self._job)
+        spec = self._spec(path, allowance)
+        future = pool.submit(job, name, slices, path, acc, spec)
+        self.inflight.append(_Wave(w, slices, path, acc, future, allowance, spec.journal or ""))
 
     def _probe(self) -> None:
         path, acc = self._new_path(), self.sc.accumulator({}, _StatsParam())
         self.waves.append(path)
         allowance = self._allowance() or Allowance(0.0, 0.0)
+        description = self.sc.getLocalProperty("spark.job.description")
         try:
-            self._job("LLM probe", range(-1, 0), path, acc, _share(allowance, 1, 1))
+            self._job("probe", range(-1, 0), path, acc, self._spec(path, _share(allowance, 1, 1)))
         finally:
-            self.sc.setJobDescription(None)
+            self.sc.setJobDescription(description)  # back to the stage's
         self.summary.add_stats(acc.value)
+        self._show()
         calls = self.runner.ledger.journaled([path])  # merged with the other waves' calls
         self.work.probe([] if calls is None else [r.asDict() for r in calls.collect()])
         self.log.info("[%s] probe request answered as expected; sending the rest", self.work.stage)
@@ -664,12 +715,15 @@ class _WaveLoop:
 
     def _finish_one(self) -> None:
         """Land whichever wave in flight ends first, not the one submitted first: the slot
-        it frees gets the next wave at once."""
-        wait([w.future for w in self.inflight], return_when=FIRST_COMPLETED)
+        it frees gets the next wave at once. The progress line moves on while they run."""
+        futures = [w.future for w in self.inflight]
+        while not wait(futures, self.progress.every_s, FIRST_COMPLETED).done:
+            self._show()
         wave = next(w for w in self.inflight if w.future.done())
         self.inflight.remove(wave)
         wave.future.result()
         self._land(wave)
+        self._show()
         s, elapsed = self.summary, time.monotonic() - self.t0
         self.log.info(
             "[%s] wave %d done: %d calls sent so far (%.1f req/s), %d answered from cache; "
@@ -688,6 +742,11 @@ class _WaveLoop:
             s.prompt_tokens + s.completion_tokens,
             s.cost,
         )
+
+    def _show(self) -> None:
+        """Landed waves from their accumulators, running ones from their tasks' files."""
+        running = [read_progress(w.journal) for w in self.inflight]
+        self.progress.show(Tally.of(vars(self.summary), *running))
 
     def _land_the_rest(self) -> None:
         for wave in self.inflight:  # waves in flight land: what they paid for is kept

@@ -70,6 +70,12 @@ class WavePlan:
         for); at least one slice."""
         if self.first_start is None:
             self.first_start = now
+        lo = self.next_slice
+        self.next_slice = min(self.slices, lo + self._size(self.slices - lo, budget_rows))
+        return range(lo, self.next_slice)
+
+    def _size(self, left: int, budget_rows: float | None = None) -> int:
+        """Slices of a wave with ``left`` slices to go, at the rate measured so far."""
         rate = self.rate()
         want = rate * self.wave_seconds if rate else 0.0
         want = min(want, self.max_wave_rows)
@@ -78,10 +84,21 @@ class WavePlan:
         k = max(1, int(want // self.slice_rows))
         # taper: at most half of what is left, so the last waves are short and the task
         # slots (whose tasks start staggered) run out of work at nearly the same time
-        k = min(k, math.ceil((self.slices - self.next_slice) / 2))
-        lo = self.next_slice
-        self.next_slice = min(self.slices, lo + k)
-        return range(lo, self.next_slice)
+        return min(k, math.ceil(left / 2))
+
+    def waves(self, submitted: int) -> str:
+        """The wave count for a job's name after ``submitted`` waves: exact once no slice
+        is left, ``~N`` at the rate measured so far, ``?`` before anything is measured."""
+        left = self.slices - self.next_slice
+        if not left:
+            return str(submitted)
+        if self.rate() is None:
+            return "?"
+        n = submitted
+        while left:
+            left -= self._size(left)
+            n += 1
+        return f"~{n}"
 
     def finished(self, rows: int, now: float) -> None:
         self.rows_done += rows

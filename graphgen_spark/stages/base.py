@@ -169,9 +169,16 @@ class Stage:
     skip: Callable[[Config], str | None] = _never  # why this config skips the stage
 
     def run(self, ctx: StageContext) -> StageResult:
-        """Run the stage with its own scratch folder, removed however the stage ends."""
+        """Run the stage with its own scratch folder, removed however the stage ends; its
+        Spark jobs are in the job group ``stage-<name>`` and named ``<name>`` (the LLM
+        runner names its waves' jobs ``<name>: wave i/N``), so the Spark UI says which
+        stage a job belongs to."""
+        sc = ctx.spark.sparkContext
+        sc.setJobGroup(f"stage-{self.name}", self.name)
         scratch = Scratch(ctx, self.name)
         try:
             return self.body(replace(ctx, scratch=scratch))
         finally:
             scratch.cleanup()
+            sc.setLocalProperty("spark.jobGroup.id", None)
+            sc.setJobDescription(None)
