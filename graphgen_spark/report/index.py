@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,67 +102,79 @@ def _summary(f: dict[str, Any]) -> str:
     return f'<ul class="summary" id="summary">{cards}</ul>'
 
 
-def _stages(f: dict[str, Any]) -> str:
-    return _table(
-        ["stage", "status", "time", "LLM in flight", "prompt tokens", "completion tokens", "cost"],
-        [
-            [
-                s["stage"],
-                s["status"],
-                fmt.seconds(s["seconds"]),
-                fmt.seconds(s["llm_seconds"]),
-                fmt.count(s["prompt_tokens"]),
-                fmt.count(s["completion_tokens"]),
-                fmt.money(s["cost"]),
-            ]
-            for s in f["stages"]
-        ],
-    )
+# a table's columns: header, key of the figures' row, how its value is printed
+Column = tuple[str, str, Callable[[Any], str]]
+TEXT = str
+STAGES: tuple[Column, ...] = (
+    ("stage", "stage", TEXT),
+    ("status", "status", TEXT),
+    ("time", "seconds", fmt.seconds),
+    ("LLM in flight", "llm_seconds", fmt.seconds),
+    ("prompt tokens", "prompt_tokens", fmt.count),
+    ("completion tokens", "completion_tokens", fmt.count),
+    ("cost", "cost", fmt.money),
+)
+LEDGER: tuple[Column, ...] = (
+    ("stage", "stage", TEXT),
+    ("status", "status", TEXT),
+    ("calls", "calls", fmt.count),
+    *STAGES[4:],
+)
+GRAPH: tuple[Column, ...] = (
+    ("components by", "engine", TEXT),
+    ("entities", "vertices", fmt.count),
+    ("relations", "edges", fmt.count),
+    ("placeholders", "placeholders", fmt.count),
+    ("isolated", "isolated", fmt.count),
+    ("components", "components", fmt.count),
+    ("largest", "largest_component", fmt.count),
+    ("max degree", "max_degree", fmt.count),
+    ("mean degree", "mean_degree", fmt.number),
+)
+CALIBRATION: tuple[Column, ...] = (
+    ("trainee", "trainee_model", TEXT),
+    ("scope", "scope", TEXT),
+    ("statements", "n", fmt.count),
+    ("no verdict", "n_no_verdict", fmt.count),
+    ("ECE", "ece", fmt.number),
+    ("MCE", "mce", fmt.number),
+    ("Brier", "brier", fmt.number),
+)
+BATCHES: tuple[Column, ...] = (
+    ("method", "method", TEXT),
+    ("engine", "engine", TEXT),
+    ("graph queries", "graph_engine", TEXT),
+    ("batches", "batches", fmt.count),
+    ("mean relations", "relations", fmt.number),
+    ("mean tokens", "tokens", fmt.count),
+    ("mean loss", "loss", fmt.number),
+)
+QA: tuple[Column, ...] = (
+    ("mode", "mode", TEXT),
+    ("status", "status", TEXT),
+    ("language", "language", TEXT),
+    ("QA", "count", fmt.count),
+)
+QUARANTINE: tuple[Column, ...] = (
+    ("stage", "stage", TEXT),
+    ("reason", "reason", TEXT),
+    ("rows", "rows", fmt.count),
+)
+METRICS: tuple[Column, ...] = (
+    ("mode", "mode", TEXT),
+    ("QA", "n", fmt.count),
+    ("length mean", "length_mean", fmt.number),
+    ("MTLD mean", "mtld_mean", fmt.number),
+    ("distinct-1", "distinct_1", fmt.number),
+    ("distinct-2", "distinct_2", fmt.number),
+    ("near-dup rate", "near_dup_rate", fmt.percent),
+)
 
 
-def _ledger(f: dict[str, Any]) -> str:
-    return _table(
-        ["stage", "status", "calls", "prompt tokens", "completion tokens", "cost"],
-        [
-            [
-                r["stage"],
-                r["status"],
-                fmt.count(r["calls"]),
-                fmt.count(r["prompt_tokens"]),
-                fmt.count(r["completion_tokens"]),
-                fmt.money(r["cost"]),
-            ]
-            for r in f["llm_calls"]
-        ],
-    )
-
-
-def _graph(f: dict[str, Any]) -> str:
-    g = f["graph"]
-    if not g:
-        return "<p><em>no graph yet</em></p>"
-    keys = ("vertices", "edges", "placeholders", "isolated", "components", "largest_component")
-    return _table(
-        [
-            "components by",
-            "entities",
-            "relations",
-            "placeholders",
-            "isolated",
-            "components",
-            "largest",
-            "max degree",
-            "mean degree",
-        ],
-        [
-            [
-                g["engine"],
-                *(fmt.count(g[k]) for k in keys),
-                fmt.count(g["max_degree"]),
-                fmt.number(g["mean_degree"]),
-            ]
-        ],
-    )
+def _columns(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A table of figure rows, each value printed by its column's formatter."""
+    cells = [[None if r[k] is None else show(r[k]) for _, k, show in columns] for r in rows]
+    return _table([h for h, _, _ in columns], cells)
 
 
 def _gaps(f: dict[str, Any], plots: dict[str, str]) -> str:
@@ -172,97 +184,34 @@ def _gaps(f: dict[str, Any], plots: dict[str, str]) -> str:
             "trainee was scored, so subgraphs were sampled in <b>random</b> (hash-rank) order, "
             "not around the trainee's knowledge gaps.</p>"
         )
-    cal = _table(
-        ["trainee", "scope", "statements", "no verdict", "ECE", "MCE", "Brier"],
-        [
-            [
-                r["trainee_model"],
-                r["scope"],
-                fmt.count(r["n"]),
-                fmt.count(r["n_no_verdict"]),
-                fmt.number(r["ece"]),
-                fmt.number(r["mce"]),
-                fmt.number(r["brier"]),
-            ]
-            for r in f["calibration"]
-        ],
-    )
     sampling = f"<p>Sampling order: <b>{html.escape(f['sampling'])}</b>.</p>"
+    cal = _columns(f["calibration"], CALIBRATION)
     return sampling + plots["losses"] + plots["reliability"] + cal
 
 
-def _batches(f: dict[str, Any]) -> str:
-    return _table(
-        [
-            "method",
-            "engine",
-            "graph queries",
-            "batches",
-            "mean relations",
-            "mean tokens",
-            "mean loss",
-        ],
-        [
-            [
-                r["method"],
-                r["engine"],
-                r["graph_engine"],
-                fmt.count(r["batches"]),
-                fmt.number(r["relations"]),
-                fmt.count(r["tokens"]),
-                fmt.number(r["loss"]),
-            ]
-            for r in f["batches"]
-        ],
-    )
-
-
-def _qa(f: dict[str, Any]) -> str:
-    return _table(
-        ["mode", "status", "language", "QA"],
-        [[r["mode"], r["status"], r["language"], fmt.count(r["count"])] for r in f["qa"]],
-    )
-
-
-def _quarantine(f: dict[str, Any]) -> str:
-    return _table(
-        ["stage", "reason", "rows"],
-        [[r["stage"], r["reason"], fmt.count(r["rows"])] for r in f["quarantine"]],
-    )
-
-
-def _metrics(f: dict[str, Any]) -> str:
-    if not f["qa_metrics"]:
-        return "<p><em>not evaluated yet</em></p>"
-    return _table(
-        ["mode", "QA", "length mean", "MTLD mean", "distinct-1", "distinct-2", "near-dup rate"],
-        [
-            [
-                r["mode"],
-                fmt.count(r["n"]),
-                fmt.number(r["length_mean"]),
-                fmt.number(r["mtld_mean"]),
-                fmt.number(r["distinct_1"]),
-                fmt.number(r["distinct_2"]),
-                fmt.percent(r["near_dup_rate"]),
-            ]
-            for r in f["qa_metrics"]
-        ],
-    )
+def _or(note: str, rows: list[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """The table, or ``note`` when there is nothing to show yet."""
+    return _columns(rows, columns) if rows else f"<p><em>{html.escape(note)}</em></p>"
 
 
 def render_page(f: dict[str, Any]) -> str:
     """The whole page for the figures of one run."""
     plots = _plots(f)
     sections = [
-        ("Stages", plots["timeline"] + _stages(f)),
-        ("LLM calls (the ledger)", plots["llm-usage"] + _ledger(f)),
-        ("Knowledge graph", plots["graph"] + _graph(f)),
+        ("Stages", plots["timeline"] + _columns(f["stages"], STAGES)),
+        ("LLM calls (the ledger)", plots["llm-usage"] + _columns(f["llm_calls"], LEDGER)),
+        (
+            "Knowledge graph",
+            plots["graph"] + _or("no graph yet", [f["graph"]] if f["graph"] else [], GRAPH),
+        ),
         ("Trainee knowledge gaps", _gaps(f, plots)),
-        ("Sampled subgraphs", _batches(f)),
-        ("Generated QA", plots["qa-counts"] + _qa(f) + plots["answer-lengths"]),
-        ("Quarantined (every drop, with its reason)", plots["quarantine"] + _quarantine(f)),
-        ("QA quality", _metrics(f)),
+        ("Sampled subgraphs", _columns(f["batches"], BATCHES)),
+        ("Generated QA", plots["qa-counts"] + _columns(f["qa"], QA) + plots["answer-lengths"]),
+        (
+            "Quarantined (every drop, with its reason)",
+            plots["quarantine"] + _columns(f["quarantine"], QUARANTINE),
+        ),
+        ("QA quality", _or("not evaluated yet", f["qa_metrics"], METRICS)),
     ]
     run_id = html.escape(f["run"]["run_id"][:12])
     body = f"<h1>graphgen-spark run {run_id}</h1>" + _summary(f)
