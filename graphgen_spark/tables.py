@@ -186,6 +186,7 @@ SCHEMAS: dict[str, T.StructType] = {
         ("degree_histogram", T.MapType(LONG, LONG)),
         ("missing_endpoints", LONG),
         ("computed_at", T.TimestampType()),
+        ("component_sizes", T.MapType(LONG, LONG)),  # component size -> how many components
     ),
     "statements": _schema(
         ("statement_id", STR),

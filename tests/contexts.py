@@ -1,4 +1,5 @@
-"""The one way tests build a :class:`StageContext` (after GraphRAG's ``create_test_context``)."""
+"""The one way tests build a :class:`StageContext` (after GraphRAG's ``create_test_context``),
+and the ``llm`` settings that point a whole run at the stand-in endpoint."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from graphgen_spark.config import Config, build_config
+from graphgen_spark.config import ROOT, Config, build_config
 from graphgen_spark.stages.base import StageContext
 from graphgen_spark.tables import Tables
+
+CORPUS = ROOT / "examples" / "corpus"  # the bundled demo corpus
 
 
 def stage_context(
@@ -29,3 +32,14 @@ def stage_context(
         tables = Tables(spark, tables)
     path = None if input_path is None else str(input_path)
     return StageContext(spark, cfg, tables, run_id, input_path=path)
+
+
+def llm_conf(url: str) -> dict:
+    """``llm`` settings with the stand-in at ``url`` as synthesizer and trainee, fast backoff."""
+    return {
+        "synthesizer": {"base_url": url, "model": "standin"},
+        "trainee": {"base_url": url, "model": "standin"},
+        "concurrency_per_task": 4,
+        "backoff_min_s": 0.01,
+        "backoff_max_s": 0.05,
+    }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from contexts import CORPUS, llm_conf
 from graphs import write_generated_graph
 
 from graphgen_spark.config import build_config
@@ -24,7 +25,6 @@ from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import Tables
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "examples" / "corpus"
 KEYS = {
     "entities": "entity_id",
     "relations": "edge_id",
@@ -47,16 +47,6 @@ def content(tables: Tables, name: str, drop: set[str] = PROVENANCE) -> list[dict
     df = tables.read(name)
     cols = [c for c in df.columns if c not in drop]
     return [r.asDict(recursive=True) for r in df.select(*cols).orderBy(KEYS[name]).collect()]
-
-
-def llm_conf(url: str) -> dict:
-    return {
-        "synthesizer": {"base_url": url, "model": "standin"},
-        "trainee": {"base_url": url, "model": "standin"},
-        "concurrency_per_task": 4,
-        "backoff_min_s": 0.01,
-        "backoff_max_s": 0.05,
-    }
 
 
 def run_without_graphframes(

@@ -170,6 +170,7 @@ def test_merge_rules_give_exact_rows(spark, graph_tables):
     assert (stats["vertices"], stats["edges"], stats["placeholders"]) == (5, 2, 1)
     assert (stats["components"], stats["isolated"], stats["missing_endpoints"]) == (3, 2, 0)
     assert stats["degree_histogram"] == {0: 2, 1: 2, 2: 1}
+    assert stats["component_sizes"] == {1: 2, 3: 1}
 
 
 def test_rerun_rewrites_nothing_and_new_mentions_touch_only_their_rows(spark, graph_tables):

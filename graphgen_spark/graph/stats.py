@@ -41,6 +41,10 @@ def compute_stats(
         F.avg("degree").alias("mean_degree"),
     ).first()
     comp = sizes.agg(F.count("*").alias("n"), F.max("count").alias("largest")).first()
+    size_hist = {
+        int(r["count"]): int(r["n"])
+        for r in sizes.groupBy("count").agg(F.count("*").alias("n")).collect()
+    }
     ids = v.select("id")
     missing = (
         e.join(ids.withColumnRenamed("id", "src"), "src", "left_anti")
@@ -61,6 +65,7 @@ def compute_stats(
         "degree_histogram": hist,
         "missing_endpoints": int(missing),
         "computed_at": datetime.now(UTC).replace(tzinfo=None),
+        "component_sizes": size_hist,
     }
     from graphgen_spark.tables import SCHEMAS
 

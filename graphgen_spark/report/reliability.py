@@ -2,7 +2,8 @@
 
 Written as a PNG next to the run's other outputs (``DIR/report/``), one per trainee model,
 scope ``all``: bars of accuracy per confidence bin, the diagonal of perfect calibration,
-the gap shaded, and the bin counts under the bars.
+the gap shaded, and the bin counts under the bars. The HTML report draws the same figure
+inline (:func:`reliability_figure`).
 """
 
 from __future__ import annotations
@@ -10,21 +11,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
-def reliability_png(row: dict, out_dir: str | Path) -> Path:
-    """Draw the diagram for one ``calibration`` row; returns the file path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", row["trainee_model"])
-    path = out / f"reliability_{safe}.png"
+def reliability_figure(row: dict) -> Figure:
+    """The diagram of one ``calibration`` row (a Figure of its own: no pyplot state)."""
     bins = row["bins"]
     width = bins[0]["hi"] - bins[0]["lo"]
-    fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=110)
+    fig = Figure(figsize=(5.5, 5.5), dpi=110)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     for b in bins:
         if not b["count"]:
@@ -44,6 +39,14 @@ def reliability_png(row: dict, out_dir: str | Path) -> Path:
     ax.set_title(f"{row['trainee_model']}: ECE {ece:.3f}, n = {row['n']}", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def reliability_png(row: dict, out_dir: str | Path) -> Path:
+    """Draw the diagram for one ``calibration`` row; returns the file path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", row["trainee_model"])
+    path = out / f"reliability_{safe}.png"
+    reliability_figure(row).savefig(path)
     return path
