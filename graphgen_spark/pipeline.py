@@ -87,6 +87,7 @@ def run_pipeline(
     stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
     tables = Tables(spark, output_dir, cfg.tables.catalog, cfg.tables.db_schema)
+    tables.check_schema()
     started = _now()
     run_id = h(cfg.config_hash(), input_path, str(output_dir), started.isoformat())
     run = {

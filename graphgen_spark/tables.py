@@ -26,6 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.config import ConfigError
 from graphgen_spark.errors import WriteConflict
 
 STR, LONG, INT, DBL, BOOL = (
@@ -696,6 +697,18 @@ class Tables:
         return DeltaTable.forPath(self.spark, loc)
 
     # -- lifecycle -----------------------------------------------------------------------
+    def check_schema(self) -> None:
+        """In catalog mode the schema must exist (creating one is an administrator's
+        choice: location, owner, grants); say so before any stage runs."""
+        if not (self.catalog and self.db_schema):
+            return
+        qualified = f"{self.catalog}.{self.db_schema}"
+        if not self.spark.catalog.databaseExists(qualified):
+            raise ConfigError(
+                f"tables.catalog / tables.schema: schema {qualified} does not exist; create "
+                f"it (CREATE SCHEMA {qualified}) or name an existing one"
+            )
+
     def exists(self, name: str) -> bool:
         loc = self.location(name)
         if self.catalog and self.db_schema:
