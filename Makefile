@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml conf/jvm.yaml
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)" || { echo "Python >= 3.11 is required (set PYTHON=...)"; exit 1; }
 	@command -v java >/dev/null || { echo "Java 17 is required (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[spark,dev]"
 	$(PY) -m graphgen_spark.cli setup
 	touch $@
 

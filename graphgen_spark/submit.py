@@ -103,20 +103,21 @@ def _jvm_args(opts: SubmitOptions) -> list[str]:
 # -- the packed Python environment --------------------------------------------------------
 def runtime_requirements() -> list[str]:
     """``name==version`` of every installed distribution the package needs at run time
-    (its dependencies, recursively, without extras), minus what Spark provides."""
+    (its dependencies and its ``[spark]`` extra, recursively), minus what Spark provides."""
     pinned: dict[str, str] = {}
     todo = [DIST]
     while todo:
-        dist = metadata.distribution(todo.pop())
-        for spec in dist.requires or []:
+        name = todo.pop()
+        extra = "spark" if name == DIST else ""  # the package's [spark] extra: delta's Python side
+        for spec in metadata.distribution(name).requires or []:
             req = Requirement(spec)
-            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            if req.marker is not None and not req.marker.evaluate({"extra": extra}):
                 continue
-            name = req.name.lower().replace("_", "-")
-            if name in pinned or name in PROVIDED_BY_SPARK:
+            dep = req.name.lower().replace("_", "-")
+            if dep in pinned or dep in PROVIDED_BY_SPARK:
                 continue
-            pinned[name] = metadata.version(name)
-            todo.append(name)
+            pinned[dep] = metadata.version(dep)
+            todo.append(dep)
     return sorted(f"{n}=={v}" for n, v in pinned.items())
 
 
