@@ -4,7 +4,8 @@ A refactor must not change what the pipeline writes. This runs ``graphgen-spark 
 a fresh folder (or reads ``--output`` of one already run), reduces every table to a digest
 of its sorted rows, and compares it with ``bench/results/demo_tables.json``; ``--record``
 writes that file instead. Columns that differ between any two runs (run ids, times,
-attempts, latency, the stand-in's port, the checkout's path) are left out or normalised;
+attempts, latency, the stand-in's port, the checkout's path) are left out or normalised,
+and doubles are compared to 12 significant digits;
 ``runs`` is all such columns and is skipped.
 """
 
@@ -58,8 +59,20 @@ def digests(output: Path) -> dict[str, dict[str, object]]:
 
 
 def _row(d: dict) -> str:
-    kept = {k: v for k, v in d.items() if k not in VOLATILE}
+    kept = {k: _rounded(v) for k, v in d.items() if k not in VOLATILE}
     return _PATHS.sub("<corpus>/", json.dumps(kept, sort_keys=True, default=str))
+
+
+def _rounded(value: object) -> object:
+    """Doubles to 12 significant digits: a sum over rows in another order (another file
+    layout) differs in its last bits, which is not a change of result."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
