@@ -25,6 +25,7 @@ BENCHMARKS = (
     "merge_scale",
     "partition_scale",
     "graph_engines",
+    "demo_speed",
 )
 
 

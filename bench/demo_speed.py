@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def summary(res: dict[str, Any]) -> list[str]:
+def summary_lines(res: dict[str, Any]) -> list[str]:
     s = res["seconds"]
     lines = [
         f"floor {s['floor']} s, demo {s['demo']} s ({res['ratio_demo_to_floor']}x, target 2x), "
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--no-write", action="store_true", help="do not write bench/results")
     p.add_argument("--json", default=None, help="also write the result to this path")
-    run_benchmark("demo_speed", p.parse_args(argv), run, summary)
+    run_benchmark("demo_speed", p.parse_args(argv), run, summary_lines)
 
 
 if __name__ == "__main__":
