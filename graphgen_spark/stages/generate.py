@@ -171,13 +171,12 @@ def mode_units(ctx: StageContext, mode: str, batches: DataFrame) -> DataFrame:
     return batches.select(*cols).mapInPandas(_units_fn(ctx.cfg, mode), UNIT_SCHEMA)
 
 
-def pending_units(ctx: StageContext, mode: str, units: DataFrame) -> DataFrame:
+def pending_units(ctx: StageContext, units: DataFrame) -> DataFrame:
     """Units whose QA is not stored yet (qa_id is deterministic, so stored means done)."""
-    part = F.col("item_index") if mode == "atomic" else F.lit(0)
+    part = F.when(F.col("mode") == "atomic", F.col("item_index")).otherwise(F.lit(0))
     have = (
         ctx.tables.read("qa")
-        .filter(F.col("mode") == mode)
-        .select(h_col("batch_id", F.lit(mode), part.cast("string")).alias("unit_id"))
+        .select(h_col("batch_id", F.col("mode"), part.cast("string")).alias("unit_id"))
         .distinct()
     )
     return units.join(have, "unit_id", "left_anti")
@@ -238,21 +237,30 @@ def _units_fn(cfg: Config, mode: str):
 
 
 # -- the stage -------------------------------------------------------------------------------
-def _units_to_send(ctx: StageContext, mode: str, units: DataFrame) -> DataFrame:
+def all_batches(ctx: StageContext) -> DataFrame:
+    """Every configured mode's batches, with their ``mode`` (a batch may serve several)."""
+    frames = [mode_batches(ctx, m).withColumn("mode", F.lit(m)) for m in ctx.cfg.generate.modes]
+    return functools.reduce(DataFrame.unionByName, frames)
+
+
+def all_units(ctx: StageContext, batches: DataFrame) -> DataFrame:
+    """UNIT_SCHEMA rows plus ``mode`` of :func:`all_batches`' rows."""
+    frames = [
+        mode_units(ctx, m, batches.filter(F.col("mode") == m)).withColumn("mode", F.lit(m))
+        for m in ctx.cfg.generate.modes
+    ]
+    return functools.reduce(DataFrame.unionByName, frames)
+
+
+def _units_to_send(ctx: StageContext, units: DataFrame) -> DataFrame:
     """Units whose prompt fits ``generate.max_prompt_tokens`` and whose QA is not stored."""
     fits = units.filter(F.col("prompt_tokens") <= ctx.cfg.generate.max_prompt_tokens)
-    return pending_units(ctx, mode, fits)
+    return pending_units(ctx, fits)
 
 
 def pending(ctx: StageContext) -> DataFrame:
     """Every mode's units to send, with their ``mode``."""
-    frames = [
-        _units_to_send(ctx, mode, mode_units(ctx, mode, mode_batches(ctx, mode))).withColumn(
-            "mode", F.lit(mode)
-        )
-        for mode in ctx.cfg.generate.modes
-    ]
-    return functools.reduce(DataFrame.unionByName, frames)
+    return _units_to_send(ctx, all_units(ctx, all_batches(ctx)))
 
 
 def _checks(cfg: Config, mode: str) -> int:
@@ -260,72 +268,97 @@ def _checks(cfg: Config, mode: str) -> int:
 
 
 def _run(ctx: StageContext) -> StageResult:
-    result = StageResult()
-    for mode in ctx.cfg.generate.modes:
-        result.add(_generate_mode(ctx, mode))
+    """Every mode in one LLM call and one MERGE per table: a mode costs its requests, not
+    a stage's fixed cost again."""
+    modes = list(ctx.cfg.generate.modes)
+    batches = ctx.scratch.materialise(all_batches(ctx))
+    units = ctx.scratch.materialise(all_units(ctx, batches))
+    result, done = _converse(ctx, units)
+    written = ctx.tables.merge("qa", _qa_rows(ctx, done, batches))
+    too_long = units.filter(F.col("prompt_tokens") > ctx.cfg.generate.max_prompt_tokens)
+    invalid = done.filter("status <> 'ok'")
+    quarantined = _quarantine(ctx, invalid, too_long)
+    rejected = invalid.select("mode").unionByName(too_long.select("mode"))
+    per_mode = _per_mode(batches, units, done, rejected)
+    for mode in modes:
+        n = per_mode.get(mode, {})
+        ctx.log.info(
+            "generate %s: %d batches, %d units; %d QA items generated, %d quarantined",
+            mode,
+            n.get("batches", 0),
+            n.get("units", 0),
+            n.get("qa", 0),
+            n.get("quarantined", 0),
+        )
+        result.counts.update({f"{mode}_{k}": v for k, v in n.items()})
+    result.counts.update(qa_written=written.inserted, quarantined=quarantined)
     if ctx.tables.exists("qa"):
-        result.counts["duplicates_flagged"] = _flag_duplicates(ctx, ctx.cfg.generate.modes)
+        result.counts["duplicates_flagged"] = _flag_duplicates(ctx, modes)
     return result
 
 
-def _generate_mode(ctx: StageContext, mode: str) -> StageResult:
-    cfg, tables, scratch = ctx.cfg, ctx.tables, ctx.scratch
-    batches = scratch.materialise(mode_batches(ctx, mode))
-    units = scratch.materialise(mode_units(ctx, mode, batches))
-    too_long = units.filter(F.col("prompt_tokens") > cfg.generate.max_prompt_tokens)
-    todo = _units_to_send(ctx, mode, units)
-    counts = {f"{mode}_batches": batches.count(), f"{mode}_units": units.count()}
-    llm = LLMExecutor(ctx)
+def _converse(ctx: StageContext, units: DataFrame) -> tuple[StageResult, DataFrame]:
+    """One conversation per unit still to do, each run by its mode's program."""
+    cfg, modes = ctx.cfg, list(ctx.cfg.generate.modes)
+    programs = {m: make_program(cfg, m) for m in modes}
+
+    async def program(row, ask):
+        return await programs[row["mode"]](row, ask)
+
     work = LLMWork(
         NAME,
-        make_program(cfg, mode),
+        program,
         "unit_id",
         OUTCOME_SCHEMA,
         roles=("synthesizer",),
-        calls_per_row=DEMAND.most_calls(cfg, mode),
+        calls_per_row=max(DEMAND.most_calls(cfg, m) for m in modes),
         unit="conversations",
-        outputs_path=f"{scratch.path}/outcomes-{mode}",
+        outputs_path=f"{ctx.scratch.path}/outcomes",
     )
-    summary, outcomes = llm.converse(todo.select(*UNIT_SCHEMA.fieldNames()), work)
-    result = StageResult.of_llm(summary, prefix=f"{mode}_llm")
-    done = outcomes.join(
-        units.select("unit_id", "batch_id", "part", "language", "question_style"), "unit_id"
-    )
-    written = tables.merge("qa", _qa_rows(ctx, mode, done, batches))
-    quarantined = _quarantine(ctx, mode, done.filter("status <> 'ok'"), too_long)
-    result.counts.update(counts)
-    result.counts.update(
-        {
-            f"{mode}_qa_written": written.inserted,
-            f"{mode}_quarantined": quarantined,
-        }
-    )
-    ctx.log.info(
-        "generate %s: %d batches, %d units; %d QA written, %d quarantined",
-        mode,
-        counts[f"{mode}_batches"],
-        counts[f"{mode}_units"],
-        written.inserted,
-        quarantined,
-    )
-    return result
+    todo = _units_to_send(ctx, units).select(*UNIT_SCHEMA.fieldNames(), "mode")
+    summary, outcomes = LLMExecutor(ctx).converse(todo, work)
+    keys = units.select("unit_id", "mode", "batch_id", "part", "language", "question_style")
+    return StageResult.of_llm(summary), outcomes.join(keys, "unit_id")
 
 
-def _qa_rows(ctx: StageContext, mode: str, done: DataFrame, batches: DataFrame) -> DataFrame:
+def _per_mode(
+    batches: DataFrame, units: DataFrame, done: DataFrame, rejected: DataFrame
+) -> dict[str, dict[str, int]]:
+    """batches, units, QA items generated and rows quarantined, per mode (one small action
+    each, not one per mode)."""
+    items = F.size(F.from_json("items", ITEM_SCHEMA))
+    figures = {
+        "batches": batches.groupBy("mode").count(),
+        "units": units.groupBy("mode").count(),
+        "qa": done.filter("status = 'ok'").groupBy("mode").agg(F.sum(items).alias("count")),
+        "quarantined": rejected.groupBy("mode").count(),
+    }
+    out: dict[str, dict[str, int]] = {}
+    for name, df in figures.items():
+        for r in df.collect():
+            out.setdefault(r["mode"], {})[name] = int(r["count"] or 0)
+    return out
+
+
+def _qa_rows(ctx: StageContext, done: DataFrame, batches: DataFrame) -> DataFrame:
     """``qa`` rows from the finished conversations: one per generated item, with lineage."""
     cfg, model = ctx.cfg, ctx.cfg.llm.synthesizer.model or ""
-    lineage = batches.select("batch_id", *LINEAGE, "seed_rank")
+    lineage = batches.select("mode", "batch_id", *LINEAGE, "seed_rank")
     items = (
         done.filter("status = 'ok'")
-        .join(lineage, "batch_id")
+        .join(lineage, ["mode", "batch_id"])
         .select("*", F.posexplode(F.from_json("items", ITEM_SCHEMA)).alias("idx", "it"))
     )
-    item_index = F.when(F.lit(mode == "atomic"), F.col("part")).otherwise(F.col("idx"))
+    item_index = F.when(F.col("mode") == "atomic", F.col("part")).otherwise(F.col("idx"))
     return items.select(
         h_col(
-            "batch_id", F.lit(mode), item_index.cast("string"), F.lit(PROMPT_VERSION), F.lit(model)
+            "batch_id",
+            F.col("mode"),
+            item_index.cast("string"),
+            F.lit(PROMPT_VERSION),
+            F.lit(model),
         ).alias("qa_id"),
-        F.lit(mode).alias("mode"),
+        "mode",
         item_index.cast("int").alias("item_index"),
         F.col("it.question").alias("question"),
         F.col("it.answer").alias("answer"),
@@ -413,10 +446,10 @@ def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
     return res.updated
 
 
-def _quarantine(ctx: StageContext, mode: str, invalid: DataFrame, too_long: DataFrame) -> int:
+def _quarantine(ctx: StageContext, invalid: DataFrame, too_long: DataFrame) -> int:
     unit = {
         "source": F.concat(F.lit("batch:"), "batch_id"),
-        "locator": F.concat(F.lit(f"{mode}:"), F.col("part").cast("string")),
+        "locator": F.concat(F.col("mode"), F.lit(":"), F.col("part").cast("string")),
     }
     rows = as_quarantine(invalid, NAME, ctx.run_id, **unit, reason="reason", detail="detail").union(
         as_quarantine(
