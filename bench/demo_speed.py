@@ -26,13 +26,15 @@ from bench import ROOT, machine_facts, run_benchmark, work_directory
 FLOOR_TABLES = 12
 FLOOR_SCRIPT = """
 from delta.tables import DeltaTable
+from pyspark.sql import types as T
 from graphgen_spark.config import load_config
 from graphgen_spark.session import build_session
 spark = build_session(load_config(None, env=False))
+SCHEMA = T.StructType([T.StructField("id", T.StringType()), T.StructField("v", T.LongType())])
 for i in range({n}):
     path = {out!r} + f"/t{{i}}"
-    DeltaTable.createIfNotExists(spark).addColumns("id string, v long").location(path).execute()
-    rows = spark.createDataFrame([(f"k{{j}}", j) for j in range(10)], "id string, v long")
+    DeltaTable.createIfNotExists(spark).addColumns(SCHEMA).location(path).execute()
+    rows = spark.createDataFrame([(f"k{{j}}", j) for j in range(10)], SCHEMA)
     (DeltaTable.forPath(spark, path).alias("t").merge(rows.alias("s"), "t.id = s.id")
         .whenNotMatchedInsertAll().execute())
 spark.stop()
