@@ -25,8 +25,6 @@ from graphgen_spark.errors import ANTICIPATED, NEXT_STEP, ExitCode, exit_code_fo
 from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
 
 log = logging.getLogger("graphgen_spark")
-# the run finished but some requests are not done (failed, invalid or over the budget)
-EXIT_REQUESTS_LEFT = ExitCode.REQUESTS_LEFT
 
 
 def _setup_logging() -> None:
@@ -79,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"run {run_id} finished with {sum(left.values())} request(s) not done "
             f"({per_stage}): rerun the same command to retry them; {where}"
         )
-        return EXIT_REQUESTS_LEFT
+        return ExitCode.REQUESTS_LEFT
     print(
         f"run {run_id} finished: every request done; {where}; training files in "
         f"{layout.export}, report {layout.report}/index.html"

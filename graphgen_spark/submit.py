@@ -151,7 +151,9 @@ def python_env(opts: SubmitOptions, cache: Path | None = None) -> Path:
     )
     partial.replace(archive)  # a killed build never leaves a half archive under the name
     size = archive.stat().st_size / 1e6
-    log.info("submit: packed the Python env %s (%.0f MB) in %.0f s", archive, size, _since(t0))
+    log.info(
+        "submit: packed the Python env %s (%.0f MB) in %.0f s", archive, size, time.monotonic() - t0
+    )
     return archive
 
 
@@ -193,7 +195,3 @@ def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise MissingArtifact(f"submit: could not {what}: {proc.stderr.strip()[-800:]}")
-
-
-def _since(t0: float) -> float:
-    return time.monotonic() - t0

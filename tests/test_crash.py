@@ -216,7 +216,8 @@ def test_a_run_with_requests_left_says_so_in_its_last_line_and_exit_code(spark, 
     """Every extraction request fails (HTTP 500, no retries) but the stage may leave them
     all (max_failed_fraction 1): the run finishes, and its last line and exit code say
     how many requests are not done, per stage."""
-    from graphgen_spark.cli import EXIT_REQUESTS_LEFT, main
+    from graphgen_spark.cli import main
+    from graphgen_spark.errors import ExitCode
 
     corpus = _corpus(tmp_path / "corpus", 3)
     opts = StandinOptions(fail_first=1000, faults=("500",))
@@ -228,7 +229,7 @@ def test_a_run_with_requests_left_says_so_in_its_last_line_and_exit_code(spark, 
         args = ["run", "--config", str(tmp_path / "cfg.yaml"), "--input", str(corpus)]
         code = main([*args, "--output", str(tmp_path / "out"), "--stages", ",".join(STAGES)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert code == EXIT_REQUESTS_LEFT
+    assert code == ExitCode.REQUESTS_LEFT
     assert "request(s) not done (extract " in last and "rerun the same command" in last
 
 
