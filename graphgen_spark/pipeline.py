@@ -1,4 +1,5 @@
-"""Runs the stages in order and records each run in the ``runs`` table.
+"""Runs the stages in order and records each run in the ``runs`` table (when it starts
+and when it ends, with each stage's statistics and fingerprint).
 
 ``STAGES`` is the pipeline (method.md §1): the declared stage objects, imported, in
 order. A failed stage marks the run failed with its error; running the same command again
@@ -19,6 +20,7 @@ from graphgen_spark.ids import h
 from graphgen_spark.lease import Lease
 from graphgen_spark.secrets import config_secrets, scrub
 from graphgen_spark.session import build_session
+from graphgen_spark.settled import Settled
 from graphgen_spark.stages import (
     chunk,
     evaluate,
@@ -70,9 +72,13 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _write_run(tables: Tables, row: dict) -> None:
+def _write_run(tables: Tables, row: dict, first: bool = False) -> None:
+    """A run's record: added when it starts, rewritten once when it ends."""
     df = tables.spark.createDataFrame([Row(**row)], SCHEMAS["runs"])
-    tables.merge("runs", df, Upsert())
+    if first:
+        tables.append("runs", df)
+    else:
+        tables.merge("runs", df, Upsert())
 
 
 def run_pipeline(
@@ -101,11 +107,12 @@ def run_pipeline(
         "stages": stages,
         "error": None,
         "stage_stats": [],
+        "settled": {},
     }
     with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
         for path in sweep_scratch(spark, tables.layout):
             log.info("removed scratch a stopped run left: %s", path)
-        _write_run(tables, run)
+        _write_run(tables, run, first=True)
         _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)
     return run_id
 
@@ -113,11 +120,12 @@ def run_pipeline(
 def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
     tables, run_id, stages = ctx.tables, ctx.run_id, run["stages"]
     log.info("run %s: stages %s -> %s", run_id[:12], ",".join(stages), tables.location("*"))
+    settled = Settled.load(tables, cfg)
+    run["settled"] = settled.recorded
     try:
         for name in stages:
-            stats = _run_stage(stage_named(name), ctx)
+            stats = _run_stage(stage_named(name), ctx, settled)
             run["stage_stats"].append(stats)
-            _write_run(tables, run)
         run["status"] = "ok"
     except BaseException as exc:
         run["status"] = "failed"
@@ -126,19 +134,25 @@ def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
     finally:
         run["finished_at"] = _now()
         _write_run(tables, run)
-        _report(cfg, tables, run_id)
+        _report(cfg, tables, run)
 
 
-def _run_stage(stage: Stage, ctx: StageContext) -> dict:
-    """Run one stage (or log why its config skips it); its ``stage_stats`` entry."""
+def _run_stage(stage: Stage, ctx: StageContext, settled: Settled) -> dict:
+    """Run one stage (or log why its config skips it, or that nothing it reads or writes
+    changed since it settled); its ``stage_stats`` entry."""
     name = stage.name
+    t0 = time.monotonic()
     skipped = stage.skip(ctx.cfg)
     if skipped:
         log.info("stage %s: skipped: %s", name, skipped)
-        return {"stage": name, "status": "skipped", "seconds": 0.0, "counts": {}, "cost": 0.0}
-    t0 = time.monotonic()
+        return _not_run(name, "skipped", t0)
+    if settled.unchanged(stage, ctx):
+        log.info("stage %s: unchanged: nothing it reads or writes changed since it settled", name)
+        return _not_run(name, "unchanged", t0)
     log.info("stage %s: started", name)
+    ctx.tables.touched.clear()
     result = stage.run(ctx)
+    settled.record(stage, ctx, result)
     seconds = time.monotonic() - t0
     log.info(
         "stage %s: done in %.1f s %s",
@@ -157,7 +171,12 @@ def _run_stage(stage: Stage, ctx: StageContext) -> dict:
     }
 
 
-def _report(cfg: Config, tables: Tables, run_id: str) -> None:
+def _not_run(name: str, status: str, t0: float) -> dict:
+    seconds = time.monotonic() - t0
+    return {"stage": name, "status": status, "seconds": seconds, "counts": {}, "cost": 0.0}
+
+
+def _report(cfg: Config, tables: Tables, run: dict) -> None:
     """The HTML report of a run (local output folders); it never masks the run's own error."""
     if not tables.layout.is_local:
         log.info("report: %s is not a local folder; skipped", tables.output_dir)
@@ -165,7 +184,7 @@ def _report(cfg: Config, tables: Tables, run_id: str) -> None:
     try:
         from graphgen_spark.report.index import write_report
 
-        log.info("report: %s", write_report(cfg, tables, run_id))
+        log.info("report: %s", write_report(cfg, tables, run["run_id"], run))
     except Exception as exc:  # noqa: BLE001 - reporting is best effort after the run
         log.warning("report: not written (%s: %s)", type(exc).__name__, exc)
 

@@ -37,7 +37,7 @@ from graphgen_spark.export.formats import (
     record,
     to_line,
 )
-from graphgen_spark.ids import h_col, rr
+from graphgen_spark.ids import h, h_col, rr
 from graphgen_spark.stages.base import Stage, StageContext, StageResult
 from graphgen_spark.tables import local_path
 
@@ -291,4 +291,18 @@ def _run(ctx: StageContext) -> StageResult:
     return result
 
 
-STAGE = Stage(NAME, _run, reads=("qa",), writes=())  # writes files, no table
+def exported_files(ctx: StageContext) -> str | None:
+    """A digest of the export folder (names, sizes, modification times), so a rerun writes
+    the files again when one went missing or changed. None when it cannot be told: the
+    folder is not local, or decontamination reads an evaluation file."""
+    folder = local_path(export_dir(ctx))
+    if folder is None or ctx.cfg.export.decontaminate_against:
+        return None
+    if not folder.is_dir():
+        return "none"
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir())
+    return h(*(f"{n}:{size}:{mtime}" for n, size, mtime in files))
+
+
+# writes files, no table
+STAGE = Stage(NAME, _run, reads=("qa",), writes=(), outside=exported_files)

@@ -20,6 +20,7 @@ contents never reach the driver.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
@@ -238,6 +239,32 @@ def input_files(path: str, icfg: InputConfig) -> tuple[InputFiles, list[dict]]:
             rejects.append(R.file_reject(f, fmt, R.EMPTY_FILE, "empty file (0 bytes)"))
     sizes = tuple((f, size) for f, size in files if size > 0)
     return InputFiles(path, icfg.format, explicit, sizes), rejects
+
+
+def input_listing(ctx: StageContext) -> str | None:
+    """A digest of every file under a local input (path, size, modification time): what
+    tells a rerun that nothing was added, changed or removed. None for other inputs (an
+    object store, a table), which ingest then always reads."""
+    local = _local_path(ctx.input_path or "")
+    if local is None:
+        return None
+    root = os.path.abspath(local)
+    digest = hashlib.sha256(f"{root}\0{ctx.cfg.input.follow_symlinks}".encode())
+    walked = (
+        [(root, [], [""])]
+        if os.path.isfile(root)
+        else os.walk(root, followlinks=ctx.cfg.input.follow_symlinks)
+    )
+    for folder, dirs, names in walked:
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(folder, name) if name else folder
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = os.lstat(path)  # a dangling link
+            digest.update(f"\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def _local_path(path: str) -> str | None:
@@ -569,4 +596,4 @@ def quarantine_rows(checked: DataFrame, run_id: str) -> DataFrame:
     return rows.dropDuplicates(["source", "locator"])
 
 
-STAGE = Stage(NAME, _run, reads=(), writes=("documents", "quarantine"))
+STAGE = Stage(NAME, _run, reads=(), writes=("documents", "quarantine"), outside=input_listing)
