@@ -71,7 +71,18 @@ def build_session(
     if require and not _has_class(sc, "io.delta.tables.DeltaTable"):
         sc.stop()
         raise MissingArtifact(_missing_delta(cfg))
+    _quiet_checkpoint_cleanup(sc)
     return SparkSession.builder.getOrCreate()
+
+
+def _quiet_checkpoint_cleanup(sc: SparkContext) -> None:
+    """Spark warns each time it cleans up a local checkpoint that nothing will recompute
+    (every ``Scratch.materialise`` of a local run): dozens of lines that bury the job's own.
+    That one logger is set to ERROR."""
+    jvm = sc._jvm  # type: ignore[attr-defined]
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.spark.rdd.MapPartitionsRDD", jvm.org.apache.logging.log4j.Level.ERROR
+    )
 
 
 def _session_conf(cfg: Config, master: str | None, extra: dict | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ def test_scratch_is_removed_when_a_stage_fails(spark, tmp_path, error):
     seen: list[str] = []
 
     def body(ctx: StageContext) -> StageResult:
+        ctx.scratch.in_files = True  # a cluster's way: parquet in the scratch folder
         ctx.scratch.materialise(ctx.spark.range(3))
         seen.append(ctx.scratch.path)
         assert Path(ctx.scratch.path).is_dir()
@@ -29,6 +30,16 @@ def test_scratch_is_removed_when_a_stage_fails(spark, tmp_path, error):
             stage_context(spark, tmp_path, run_id="stage-test")
         )
     assert seen and not Path(seen[0]).exists()
+
+
+def test_a_local_master_materialises_without_files(spark, tmp_path):
+    def body(ctx: StageContext) -> StageResult:
+        kept = ctx.scratch.materialise(ctx.spark.range(5))
+        assert not ctx.scratch.in_files and sorted(r.id for r in kept.collect()) == [0, 1, 2, 3, 4]
+        assert not Path(ctx.scratch.path).exists()
+        return StageResult()
+
+    Stage("probe", body, reads=(), writes=()).run(stage_context(spark, tmp_path, run_id="local"))
 
 
 def test_scratch_outside_a_stage_is_an_error(spark, tmp_path):

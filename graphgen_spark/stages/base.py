@@ -11,11 +11,14 @@ objects, so what it counts is what the stage then sends.
 Keeping a DataFrame from being computed twice, one rule:
 
 * ``ctx.scratch.materialise(df)``: anything derived from LLM answers, and any
-  intermediate a stage reads more than once. Parquet in the stage's scratch folder on the
-  output's storage survives a lost executor; the pipeline deletes the folder when the
-  stage ends, also on errors and budget stops.
-* ``localCheckpoint``: never on a stage's path (its blocks die with their executor); only
-  the default ``keep`` of graph engines called outside a stage (tests, benches).
+  intermediate a stage reads more than once. On a cluster, parquet in the stage's scratch
+  folder on the output's storage survives a lost executor; the pipeline deletes the folder
+  when the stage ends, also on errors and budget stops. Under a ``local`` master the
+  executor is the driver's own JVM, so its blocks die only with the run: there it is a
+  ``localCheckpoint``, a quarter of the cost of a parquet round trip.
+* ``localCheckpoint`` otherwise: never on a stage's path on a cluster (its blocks die with
+  their executor); only the default ``keep`` of graph engines called outside a stage
+  (tests, benches).
 * ``persist``: only for small, cheap, deterministic frames read by a few actions in a row
   (export's rendered lines), unpersisted before the stage returns.
 """
@@ -74,16 +77,22 @@ class Scratch:
     """A stage's private staging folder under ``DIR/_staging``, opened and cleaned by
     :meth:`Stage.run`.
 
-    ``materialise`` writes a DataFrame once and reads it back, so anything derived from LLM
-    answers is never re-evaluated (method.md §1 rule 2; the Spark form of GraphGen #141).
+    ``materialise`` computes a DataFrame once (see the module docstring for where it
+    keeps it), so anything derived from LLM answers is never re-evaluated (method.md §1 rule 2; the Spark form of GraphGen #141).
     """
 
     def __init__(self, ctx: StageContext, name: str) -> None:
         self.spark = ctx.spark
         self.path = ctx.tables.layout.staged(f"{name}-{uuid.uuid4().hex[:12]}")
         self.step = 0
+        self.in_files = not ctx.spark.sparkContext.master.startswith("local")
 
     def materialise(self, df: DataFrame) -> DataFrame:
+        if not self.in_files:
+            kept = df.localCheckpoint(eager=True)
+            # fresh column identities, as a parquet read gives: two checkpoints of frames
+            # that share a source column (joined or cogrouped later) must not share its id
+            return kept.toDF(*kept.columns)
         self.step += 1
         path = f"{self.path}/step{self.step}"
         df.write.mode("overwrite").parquet(path)
@@ -156,6 +165,10 @@ def _never(cfg: Config) -> str | None:
     return None
 
 
+def _tables_only(ctx: StageContext) -> str | None:
+    return ""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One step of the pipeline, declared (see the module docstring)."""
@@ -167,6 +180,9 @@ class Stage:
     pending: Callable[[StageContext], DataFrame] | None = None
     llm: LLMDemand | None = None
     skip: Callable[[Config], str | None] = _never  # why this config skips the stage
+    # a digest of what the stage reads or writes outside its tables (None: it cannot be
+    # told, so the stage always runs): part of its fingerprint (graphgen_spark/settled.py)
+    outside: Callable[[StageContext], str | None] = _tables_only
 
     def run(self, ctx: StageContext) -> StageResult:
         """Run the stage with its own scratch folder, removed however the stage ends; its
