@@ -321,7 +321,8 @@ class GraphConfig(_Section):
         "auto",
         description="graphframes: every graph query on GraphFrames (its jar must be on the "
         "classpath); dataframe: plain DataFrame joins; auto: the faster one measured per "
-        "query where the GraphFrames jar is present, DataFrame joins where it is not",
+        "query where the GraphFrames jar is present, DataFrame joins where it is not, and "
+        "the components of a small graph (100,000 edges at most) on the driver",
     )
     label_propagation_iters: int = Field(
         20, ge=1, description="rounds of label propagation that cut oversized components"

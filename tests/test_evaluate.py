@@ -129,6 +129,16 @@ def test_shingles_and_exact_jaccard():
     assert zh[:2] == ["是重要的粮", "水稻是重要"] and len(zh) == 6
 
 
+def test_local_pairs_check_every_pair_sharing_a_shingle_exactly():
+    rows = [
+        {"id": k, "grp": "g", "sh": N.shingles(t)} for k, t in NEAR_DUP_RECORDS if N.shingles(t)
+    ]
+    assert N.local_pairs(rows, 0.8) == [("a1", "a2"), ("b1", "b2"), ("e1", "e2")]
+    other = [{**r, "grp": "h"} if r["id"] == "a2" else r for r in rows]  # groups never pair
+    assert N.local_pairs(other, 0.8) == [("b1", "b2"), ("e1", "e2")]
+    assert N.local_pairs(rows, 0.8, budget=10) is None  # too many checks: the LSH join decides
+
+
 def test_local_components_name_clusters_by_smallest_id():
     pairs = [("c", "d"), ("b", "c"), ("x", "y"), ("a", "d")]
     assert N.local_components(pairs) == {
@@ -136,9 +146,12 @@ def test_local_components_name_clusters_by_smallest_id():
     }  # fmt: skip
 
 
-def test_near_duplicate_clusters(spark, monkeypatch):
+@pytest.mark.parametrize("pairs", ["lsh", "inverted_index"])
+def test_near_duplicate_clusters(spark, monkeypatch, pairs):
     # components by DataFrame min-label propagation here; the stage test takes the local path
     monkeypatch.setattr(N, "LOCAL_MAX_EDGES", 0)
+    if pairs == "lsh":  # MinHashLSH's self-join proposes the pairs, as for many texts
+        monkeypatch.setattr(N, "LOCAL_MAX_TEXTS", 0)
     df = spark.createDataFrame(NEAR_DUP_RECORDS, "rid string, body string")
     got = N.near_duplicate_clusters(df, "rid", "body", None, 5, 128, 0.8)
     clusters = {r["rid"]: r["cluster_id"] for r in got.collect()}

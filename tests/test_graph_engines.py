@@ -11,10 +11,12 @@ import networkx as nx
 import pytest
 from pyspark.sql import functions as F
 
+from graphgen_spark.graph import engines
 from graphgen_spark.graph.engines import (
     DATAFRAME,
     GRAPHFRAMES,
     GRAPHFRAMES_FROM,
+    LOCAL,
     OPS,
     DataFrameGraph,
     GraphFramesGraph,
@@ -139,7 +141,7 @@ def test_label_propagation_equals_brute_force(engine, graph, max_iter):
     assert rows(engine.label_propagation(v, e, max_iter), "id", "label") == want
 
 
-def test_auto_takes_the_measured_faster_one_for_the_graph_size(spark, tmp_path, graph):
+def test_auto_takes_the_measured_faster_one_for_the_graph_size(spark, tmp_path, graph, monkeypatch):
     v, e, _ = graph
     assert set(GRAPHFRAMES_FROM) == set(OPS)
     assert auto_choice("components", 99_999) == DATAFRAME
@@ -148,7 +150,12 @@ def test_auto_takes_the_measured_faster_one_for_the_graph_size(spark, tmp_path, 
         GRAPHFRAMES if GRAPHFRAMES_FROM["neighbourhood"] else DATAFRAME
     )
     queries = GraphQueries(spark, "auto", str(tmp_path / "ck"))
-    queries.components(v, e)  # a small graph: DataFrame joins were faster
+    local = queries.components(v, e)  # a small graph: union-find on the driver
+    assert queries.used == {"components": LOCAL}
+    assert sorted(local.collect()) == sorted(DataFrameGraph().components(v, e).collect())
+    monkeypatch.setattr(engines, "LOCAL_MAX_EDGES", 0)
+    queries = GraphQueries(spark, "auto", str(tmp_path / "ck"))
+    queries.components(v, e)  # too many edges for the driver: DataFrame joins were faster
     assert queries.used == {"components": DATAFRAME}
     forced = GraphQueries(spark, "dataframe", str(tmp_path / "ck"))
     forced.degrees(v, e)

@@ -90,7 +90,7 @@ def test_demo_corpus_with_and_without_graphframes(spark, tmp_path):
         with_gf = Tables(spark, tmp_path / "with")
         run_pipeline(build_config(conf, env=False), str(CORPUS), tmp_path / "with", spark=spark)
         without = Tables(spark, tmp_path / "without")
-        conf["graph"] = {"engine": "auto"}
+        conf["graph"] = {"engine": "dataframe"}  # auto would take the driver's union-find
         run_without_graphframes(tmp_path, conf, None, CORPUS, tmp_path / "without")
     assert_same_outputs(with_gf, without, ["chunks", "entities", "relations", "subgraphs", "qa"])
     assert content(with_gf, "gap_scores") == content(without, "gap_scores")

@@ -5,7 +5,9 @@ punctuation, so "Paris." and "paris" are the same word. MinHashLSH proposes cand
 each candidate's exact Jaccard similarity of the shingle *sets* is then checked, so neither
 the hashing of shingles into vector indexes nor the MinHash estimate can accept a pair
 below the threshold. Accepted pairs are edges; connected components are the clusters,
-named by their smallest id: union-find on the driver while there are at most
+named by their smallest id. At most ``LOCAL_MAX_TEXTS`` texts are paired on the driver
+through an inverted index of shingles instead (:func:`local_pairs`: the same pairs,
+without MinHashLSH's fixed seconds). Components: union-find on the driver while there are at most
 ``LOCAL_MAX_EDGES`` pairs (near-duplicates are usually few), else DataFrame min-label
 propagation on the executors (:mod:`graphgen_spark.graph.engines`). Independent of the ``qa`` table: the generate stage's
 near-duplicate filter calls the same function.
@@ -18,6 +20,7 @@ right, but a corpus full of boiler-plate openings pays for many candidate pairs.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 import pandas as pd
@@ -27,14 +30,20 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from graphgen_spark.evaluate.lexical import content_tokens, word_tokens
-from graphgen_spark.graph.engines import DataFrameGraph, Keep, local_keep
+from graphgen_spark.graph.engines import (
+    LOCAL_MAX_EDGES,
+    DataFrameGraph,
+    Keep,
+    local_components,
+    local_keep,
+)
 from graphgen_spark.language import main_language
 
 NUM_FEATURES = 1 << 22  # shingle hash space of the MinHash vectors (collisions are rare)
-LOCAL_MAX_EDGES = 100_000  # more accepted pairs than this: components on the executors
 # approxSimilarityJoin keeps distance < threshold (strict) and measures it on hashed
 # vectors: widen it a little, the exact check on the shingle sets decides.
 _DIST_MARGIN = 0.01
+LOCAL_MAX_TEXTS = 2_000  # at most this many texts: candidate pairs on the driver
 
 
 def shingles(text: str | None, lang: str | None = None, size: int = 5) -> list[str]:
@@ -63,24 +72,6 @@ def jaccard_similarity(a: list[str], b: list[str]) -> float:
     return len(sa & sb) / union if union else 0.0
 
 
-def local_components(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Union-find: every id of ``pairs`` -> the smallest id of its connected component."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        ra, rb = find(a), find(b)
-        if ra != rb:  # the smaller root wins, so a root is always its component's minimum
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
-
-
 def _shingle_udf(size: int):
     @F.pandas_udf(T.ArrayType(T.StringType()))
     def shingle(text: pd.Series, lang: pd.Series) -> pd.Series:
@@ -107,6 +98,38 @@ def _no_broadcast(spark: SparkSession) -> Iterator[None]:
         yield
     finally:
         spark.conf.set(key, before)
+
+
+def local_pairs(
+    rows: list, jaccard: float, budget: int = 5_000_000
+) -> list[tuple[str, str]] | None:
+    """The pairs :func:`_candidate_edges` accepts, found on the driver for a few texts
+    (rows of ``id``, ``grp``, ``sh``): every pair sharing a shingle is checked exactly,
+    through an inverted index. MinHashLSH's fit and self-join cost seconds however few the
+    texts; with 128 hash tables it misses a pair of Jaccard 0.8 with odds of 0.2^128, so
+    both find the same pairs. None when shared shingles would make more than ``budget``
+    pair checks (boiler-plate): then the LSH join decides."""
+    postings: dict[tuple[str, str], list[str]] = defaultdict(list)
+    size: dict[str, int] = {}
+    for r in rows:
+        shingled = set(r["sh"])
+        size[r["id"]] = len(shingled)
+        for sh in shingled:
+            postings[(r["grp"], sh)].append(r["id"])
+    if sum(len(ids) * (len(ids) - 1) // 2 for ids in postings.values()) > budget:
+        return None
+    shared: Counter[tuple[str, str]] = Counter()
+    for ids in postings.values():
+        ids.sort()
+        for i, a in enumerate(ids):
+            for b in ids[i + 1 :]:
+                shared[(a, b)] += 1
+    # the same test as the LSH path: inter >= jaccard * union, without dividing
+    return sorted(
+        (a, b)
+        for (a, b), inter in shared.items()
+        if inter >= jaccard * (size[a] + size[b] - inter) - 1e-9
+    )
 
 
 def _candidate_edges(records: DataFrame, permutations: int, jaccard: float, seed: int) -> DataFrame:
@@ -168,15 +191,21 @@ def near_duplicate_clusters(
     records = keep(records)  # shingled once, read by the LSH fit, the join and the result
     ids = records.select("id")
     singletons = ids.select(F.col("id").alias(id_col), F.col("id").alias("cluster_id"))
-    if records.where(F.size("sh") > 0).isEmpty():  # MinHashLSH cannot fit on no vector
+    texts = records.where(F.size("sh") > 0)
+    small = texts.limit(LOCAL_MAX_TEXTS + 1).collect()
+    if not small:  # MinHashLSH cannot fit on no vector
         return singletons
-    with _no_broadcast(df.sparkSession):
-        edges = keep(_candidate_edges(records, permutations, jaccard, seed))
-    few = edges.limit(LOCAL_MAX_EDGES + 1).collect()
+    few = local_pairs(small, jaccard) if len(small) <= LOCAL_MAX_TEXTS else None
+    if few is None:
+        with _no_broadcast(df.sparkSession):
+            edges = keep(_candidate_edges(records, permutations, jaccard, seed))
+        few = [(r["src"], r["dst"]) for r in edges.limit(LOCAL_MAX_EDGES + 1).collect()]
+    else:
+        edges = df.sparkSession.createDataFrame(few, "src string, dst string")
     if not few:
         return singletons
     if len(few) <= LOCAL_MAX_EDGES:
-        comps = local_components([(r["src"], r["dst"]) for r in few])
+        comps = local_components(few)
         labels = df.sparkSession.createDataFrame(
             sorted(comps.items()), "id string, component string"
         )

@@ -4,7 +4,8 @@ Every stage that asks a question of the graph (components, degrees, 2-hop paths,
 neighbourhoods, label propagation) asks it of a :class:`GraphQueries`, which runs the
 formulation ``graph.engine`` chooses: ``graphframes``, ``dataframe``, or ``auto`` (the faster
 one measured on our graphs for the graph's size, :data:`GRAPHFRAMES_FROM`, when the
-GraphFrames jar is on the classpath).
+GraphFrames jar is on the classpath; and the components of a graph of at most
+:data:`LOCAL_MAX_EDGES` edges by union-find on the driver, recorded as ``local``).
 Both formulations return the same rows in the same types, so nothing downstream can tell
 them apart except by the engine names recorded in ``graph_stats`` and ``subgraphs``:
 
@@ -50,6 +51,11 @@ GRAPHFRAMES_FROM: dict[str, int | None] = {
 }
 
 Keep = Callable[[DataFrame], DataFrame]
+#: Under ``auto``, the components of a graph with at most this many edges are found on the
+#: driver: union-find over the collected edges takes milliseconds where each join step of
+#: a distributed formulation takes seconds. The near-duplicate clusters use the same bound.
+LOCAL_MAX_EDGES = 100_000
+LOCAL = "local"
 
 
 def local_keep(df: DataFrame) -> DataFrame:
@@ -57,6 +63,24 @@ def local_keep(df: DataFrame) -> DataFrame:
     blocks die with their executor, so stages pass ``keep`` (their ``Scratch.materialise``)
     and every intermediate of a query goes through it."""
     return df.localCheckpoint(eager=True)
+
+
+def local_components(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Union-find: every id of ``pairs`` -> the smallest id of its connected component."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:  # the smaller root wins, so a root is always its component's minimum
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
 
 
 def symmetrised(edges: DataFrame, *extra: str) -> DataFrame:
@@ -290,6 +314,16 @@ def _labels_by_id(index: DataFrame, labels: DataFrame) -> DataFrame:
     return by_id.join(names, "label").select("id", F.col("name").alias("label"))
 
 
+def _local_labels(v: DataFrame, comps: dict[str, str]) -> DataFrame:
+    """``(id, component)`` of every vertex from union-find labels (isolated: its own id)."""
+    found = v.sparkSession.createDataFrame(sorted(comps.items()), "id string, component string")
+    return (
+        v.select("id")
+        .join(found, "id", "left")
+        .select("id", F.coalesce("component", "id").alias("component"))
+    )
+
+
 def auto_choice(op: str, relations: int) -> str:
     """``graph.engine: auto``'s formulation for ``op`` on a graph of ``relations`` edges."""
     threshold = GRAPHFRAMES_FROM[op]
@@ -336,7 +370,17 @@ class GraphQueries:
         return self.graphframes if chosen == GRAPHFRAMES else self.dataframe  # type: ignore[return-value]
 
     def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
-        """``(id, component)`` for vertices ``v(id)`` and undirected edges ``e(src, dst)``."""
+        """``(id, component)`` for vertices ``v(id)`` and undirected edges ``e(src, dst)``;
+        under ``auto``, a graph of at most :data:`LOCAL_MAX_EDGES` edges on the driver."""
+        if self.choice == "auto":
+            ids = v.select("id")
+            inner = e.join(ids.withColumnRenamed("id", "src"), "src").join(
+                ids.withColumnRenamed("id", "dst"), "dst"
+            )
+            few = inner.select("src", "dst").limit(LOCAL_MAX_EDGES + 1).collect()
+            if len(few) <= LOCAL_MAX_EDGES:
+                self.used["components"] = LOCAL
+                return _local_labels(v, local_components([(r[0], r[1]) for r in few]))
         return self.engine_for("components", e).components(v, e)
 
     def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
