@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -19,10 +20,14 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from graphgen_spark.config import MODES, ROOT, Config, ConfigError, load_config
 from graphgen_spark.errors import ANTICIPATED, NEXT_STEP, ExitCode, exit_code_for
 from graphgen_spark.secrets import ScrubFilter, config_secrets, remember, scrub
+
+if TYPE_CHECKING:
+    from graphgen_spark.tables import OutputLayout
 
 log = logging.getLogger("graphgen_spark")
 
@@ -149,7 +154,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
         formats = cfg.export.model_copy(update={"formats": ["alpaca", "sharegpt", "chatml"]})
         cfg = cfg.model_copy(update={"generate": every, "export": formats})
         run_pipeline(cfg, args.input, args.output)
-    return cmd_status(args)
+    return 0 if _print_summary(args.output) else cmd_status(args)
+
+
+def _print_summary(output: str) -> bool:
+    """What the run produced, from its report's ``run.json`` (no table is read again): QA
+    per mode, quarantine, LLM calls, the graph, the QA metrics, then the files written.
+    False when there is no report (an output folder that is not local)."""
+    from graphgen_spark.stages.evaluate import format_metrics
+    from graphgen_spark.tables import OutputLayout, local_path
+
+    layout = OutputLayout(output)
+    report = local_path(layout.report)
+    try:
+        f = json.loads((report / "run.json").read_text("utf-8"))  # type: ignore[operator]
+    except (TypeError, OSError, ValueError):
+        return False
+    print(f"\nRun {f['run']['run_id'][:12]}: {f['run']['status']}, {f['qa_ok']} QA kept")
+    for r in f["qa"]:
+        print(f"  qa[{r['mode']}/{r['status']}/{r['language']}]: {r['count']}")
+    for r in f["quarantine"]:
+        print(f"  quarantine[{r['stage']}/{r['reason']}]: {r['rows']}")
+    for r in f["llm_calls"]:
+        print(f"  llm_calls[{r['stage']}/{r['status']}]: {r['calls']}")
+    if g := f["graph"]:
+        print(
+            f"  graph: {g['vertices']} vertices ({g['placeholders']} placeholders, "
+            f"{g['isolated']} isolated), {g['edges']} edges, {g['components']} components "
+            f"(largest {g['largest_component']}), max degree {g['max_degree']}"
+        )
+    if f["qa_metrics"]:
+        print(format_metrics(f["qa_metrics"]))
+    _print_files(layout)
+    return True
+
+
+def _print_files(layout: OutputLayout) -> None:
+    from graphgen_spark.tables import local_path
+
+    for folder in (layout.export, layout.report):
+        local = local_path(folder)
+        files = sorted(local.glob("*")) if local is not None and local.is_dir() else []
+        if files:
+            print(f"\n{local.name}/ ({local})")
+            for f in files:
+                print(f"  {f.name:<40} {f.stat().st_size:>10} bytes")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -157,7 +206,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pyspark.sql import functions as F
 
     from graphgen_spark.session import build_session
-    from graphgen_spark.tables import SCHEMAS, Tables, local_path
+    from graphgen_spark.tables import SCHEMAS, Tables
 
     cfg = load_config(args.config)
     spark = build_session(cfg)
@@ -190,13 +239,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from graphgen_spark.stages.evaluate import format_metrics
 
         print(format_metrics(tables.read("qa_metrics").collect()))
-    for folder in (tables.layout.export, tables.layout.report):
-        local = local_path(folder)
-        files = sorted(local.glob("*")) if local is not None and local.is_dir() else []
-        if files:
-            print(f"\n{local.name}/ ({local})")
-            for f in files:
-                print(f"  {f.name:<40} {f.stat().st_size:>10} bytes")
+    _print_files(tables.layout)
     return 0
 
 

@@ -22,12 +22,15 @@ Raw numbers only (seconds, tokens, dollars); the page formats them. Keys of ``ru
   own bins (after evaluate).
 - ``quarantine``: rows of ``stage``, ``reason``, ``rows``; ``qa_metrics``: per mode, of the
   latest run that evaluated.
+- ``sources``: ``trainee`` and the Delta ``versions`` of the tables the figures above were
+  read from; the next report reuses a figure whose tables kept their version.
 
 A table that does not exist yet gives an empty list (or null), never an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -41,31 +44,61 @@ VERSION = 1
 BINS = 20
 
 
-def run_figures(cfg: Config, tables: Tables, run_id: str) -> dict[str, Any]:
-    """Everything the report shows about run ``run_id``, as plain JSON-ready values."""
-    run = _run(tables, run_id)
+def run_figures(
+    cfg: Config,
+    tables: Tables,
+    run_id: str,
+    run: dict[str, Any] | None = None,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the report shows about run ``run_id``, as plain JSON-ready values.
+
+    ``run`` is the run's record when the caller holds it (else it is read from ``runs``);
+    ``previous`` is the last ``run.json``: its figures of tables that have no new Delta
+    version since are taken as they are (a rerun that changed nothing reads no table)."""
+    run = _run(tables, run_id) if run is None else _given(run)
     stages = _stages(tables, run, run_id)
     trainee = cfg.trainee_model() if cfg.gap_scoring == "on" else None
-    qa = _rows(tables.read("qa").groupBy("mode", "status", "language").count())
+    found, sources = _table_figures(tables, trainee, previous)
+    qa = found["qa"]
     return {
         "version": VERSION,
-        "run": {k: v for k, v in run.items() if k != "stage_stats"},
+        "run": run,
         "stages": stages,
         "totals": _totals(stages),
-        "llm_calls": _ledger(tables),
-        "graph": _graph(tables),
+        "llm_calls": found["llm_calls"],
+        "graph": found["graph"],
         "gap_scoring": cfg.gap_scoring,
         "sampling": cfg.sampling(),
         "trainee_model": trainee,
-        "calibration": _calibration(tables, trainee),
-        "loss_histograms": _losses(tables, trainee),
-        "batches": _batches(tables),
-        "qa": sorted(qa, key=lambda r: (r["mode"], r["status"] or "", r["language"] or "")),
+        "calibration": found["calibration"],
+        "loss_histograms": found["loss_histograms"],
+        "batches": found["batches"],
+        "qa": qa,
         "qa_ok": sum(r["count"] for r in qa if r["status"] == "ok"),
-        "answer_lengths": _histograms(tables.read("qa_item_metrics"), "mode", "length", False),
-        "quarantine": _quarantine(tables),
-        "qa_metrics": _latest_metrics(tables),
+        "answer_lengths": found["answer_lengths"],
+        "quarantine": found["quarantine"],
+        "qa_metrics": found["qa_metrics"],
+        "sources": sources,
     }
+
+
+def _table_figures(
+    tables: Tables, trainee: str | None, previous: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The figures read from tables, each recomputed only when one of its tables has a new
+    version since ``previous`` (or the trainee changed); and the versions they are of."""
+    versions = {t: tables.version(t) for _, needs in TABLE_FIGURES.values() for t in needs}
+    sources = {"trainee": trainee, "versions": versions}
+    then = (previous or {}).get("sources") or {}
+    reusable = previous is not None and previous.get("version") == VERSION
+    reusable = reusable and then.get("trainee") == trainee
+    old = then.get("versions") or {}
+    found = {}
+    for key, (figure, needs) in TABLE_FIGURES.items():
+        same = reusable and key in previous and all(old.get(t) == versions[t] for t in needs)
+        found[key] = previous[key] if same else figure(tables, trainee)  # type: ignore[index]
+    return found, sources
 
 
 def _plain(v: Any) -> Any:
@@ -86,8 +119,14 @@ def _rows(df: DataFrame) -> list[dict[str, Any]]:
 
 
 def _run(tables: Tables, run_id: str) -> dict[str, Any]:
-    found = _rows(tables.read("runs").filter(F.col("run_id") == run_id).drop("stages"))
-    run = found[0] if found else {"run_id": run_id, "stage_stats": []}
+    found = _rows(tables.read("runs").filter(F.col("run_id") == run_id))
+    return _given(found[0] if found else {"run_id": run_id, "stage_stats": []})
+
+
+def _given(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``runs`` record as the report's ``run`` (with ``seconds``; stage statistics are
+    kept for :func:`_stages`, which takes them out)."""
+    run = {k: _plain(v) for k, v in record.items() if k not in ("stages", "settled")}
     start, end = run.get("started_at"), run.get("finished_at")
     took = datetime.fromisoformat(end) - datetime.fromisoformat(start) if start and end else None
     run["seconds"] = None if took is None else took.total_seconds()
@@ -95,10 +134,12 @@ def _run(tables: Tables, run_id: str) -> dict[str, Any]:
 
 
 def _stages(tables: Tables, run: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    busy = _llm_seconds(tables, run_id)
+    stats = run.pop("stage_stats", None) or []
+    sent = any(v for s in stats for k, v in (s.get("counts") or {}).items() if k.endswith("_sent"))
+    busy = _llm_seconds(tables, run_id) if sent else {}
     keys = ("stage", "status", "seconds", "prompt_tokens", "completion_tokens", "cost", "counts")
     out = []
-    for s in run.get("stage_stats") or []:
+    for s in stats:
         row = {k: s.get(k) for k in keys}
         for k in ("seconds", "cost", "prompt_tokens", "completion_tokens"):
             row[k] = row[k] or 0
@@ -218,3 +259,28 @@ def _latest_metrics(tables: Tables) -> list[dict[str, Any]]:
     started = tables.read("runs").select("run_id", "started_at")
     latest = metrics.join(started, "run_id").agg(F.max_by("run_id", "started_at")).first()[0]
     return _rows(metrics.filter(F.col("run_id") == F.lit(latest)).orderBy("mode"))
+
+
+def _qa(tables: Tables) -> list[dict[str, Any]]:
+    qa = _rows(tables.read("qa").groupBy("mode", "status", "language").count())
+    return sorted(qa, key=lambda r: (r["mode"], r["status"] or "", r["language"] or ""))
+
+
+def _answer_lengths(tables: Tables) -> dict[str, dict[str, list]]:
+    return _histograms(tables.read("qa_item_metrics"), "mode", "length", False)
+
+
+Figure = Callable[[Tables, str | None], Any]
+#: the figures read from tables: ``run.json`` key -> (how, the tables it reads)
+TABLE_FIGURES: dict[str, tuple[Figure, tuple[str, ...]]] = {
+    "llm_calls": (lambda t, _: _ledger(t), ("llm_calls",)),
+    "graph": (lambda t, _: _graph(t), ("graph_stats",)),
+    "calibration": (_calibration, ("calibration",)),
+    "loss_histograms": (_losses, ("gap_scores",)),
+    "batches": (lambda t, _: _batches(t), ("subgraphs",)),
+    "qa": (lambda t, _: _qa(t), ("qa",)),
+    "answer_lengths": (lambda t, _: _answer_lengths(t), ("qa_item_metrics",)),
+    "quarantine": (lambda t, _: _quarantine(t), ("quarantine",)),
+    # the latest evaluating run is one of those in qa_metrics, so its version decides
+    "qa_metrics": (lambda t, _: _latest_metrics(t), ("qa_metrics",)),
+}

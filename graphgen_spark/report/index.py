@@ -223,15 +223,26 @@ def render_page(f: dict[str, Any]) -> str:
     )
 
 
-def write_report(cfg: Config, tables: Tables, run_id: str) -> Path:
+def write_report(
+    cfg: Config, tables: Tables, run_id: str, run: dict[str, Any] | None = None
+) -> Path:
     """Write ``DIR/report/index.html`` and ``run.json`` (local output folders); return the
-    page's path."""
+    page's path. ``run``: the run's record, when the caller holds it."""
     out_dir = local_path(tables.layout.report)
     if out_dir is None:
         raise ValueError(f"{tables.layout.report} is not a local folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = run_figures(cfg, tables, run_id)
+    figures = run_figures(cfg, tables, run_id, run, _previous(out_dir / "run.json"))
     (out_dir / "run.json").write_text(json.dumps(figures, indent=1) + "\n", "utf-8")
     path = out_dir / "index.html"
     path.write_text(render_page(figures), "utf-8")
     return path
+
+
+def _previous(path: Path) -> dict[str, Any] | None:
+    """The last report's figures, if there is a readable one."""
+    try:
+        found = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
