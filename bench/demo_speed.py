@@ -8,7 +8,8 @@ In one run, each in a fresh process, as a user would start them:
 3. **rerun**: the same command again on the same folder: nothing new to do.
 
 Reported: the ratios demo / floor and rerun / floor (issue 15's targets: at most 2 and 1),
-and each stage's seconds from the demo's ``stage X: done in S s`` lines.
+and each stage's seconds from the ``stage X: done in S s`` lines (``unchanged``: skipped).
+``bench/results/demo_speed_before.json`` is the recording before the fixed costs were cut.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ for i in range({n}):
         .whenNotMatchedInsertAll().execute())
 spark.stop()
 """
-STAGE_LINE = re.compile(r"stage (\w+): done in ([\d.]+) s")
+STAGE_LINE = re.compile(r"stage (\w+): (?:done in ([\d.]+) s|(unchanged))")
 
 
 def _timed(cmd: list[str], log: Path) -> tuple[float, str]:
@@ -54,8 +55,9 @@ def _timed(cmd: list[str], log: Path) -> tuple[float, str]:
     return seconds, text
 
 
-def _stages(text: str) -> dict[str, float]:
-    return {m[1]: float(m[2]) for m in STAGE_LINE.finditer(text)}
+def _stages(text: str) -> dict[str, float | str]:
+    """Each stage's seconds, or ``unchanged`` for a stage the run skipped (settled.py)."""
+    return {m[1]: m[3] or float(m[2]) for m in STAGE_LINE.finditer(text)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,7 +95,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         f"rerun {s['rerun']} s ({res['ratio_rerun_to_floor']}x, target 1x)"
     ]
     for run_name, stages in res["stage_seconds"].items():
-        lines.append(f"  {run_name}: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+        shown = (f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in stages.items())
+        lines.append(f"  {run_name}: " + ", ".join(shown))
     return lines
 
 
