@@ -46,6 +46,9 @@ class RunConfig(_Section):
     budget_scope: Literal["output", "invocation"] = "output"
     # one run at a time per output: a run whose lease went unrenewed this long is dead
     lease_ttl_s: float = Field(120.0, gt=0)
+    # skip a stage while nothing it reads or writes changed since it settled (settled.py);
+    # false: every selected stage runs (each still writes and pays only for what is new)
+    skip_settled: bool = True
 
 
 class SparkConfig(_Section):

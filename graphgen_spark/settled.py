@@ -43,7 +43,7 @@ _LLM_PLUMBING = (
     "wave_size",
     "progress_s",
 )
-_RUN_PLUMBING = ("max_tokens", "max_cost", "budget_scope", "lease_ttl_s")
+_RUN_PLUMBING = ("max_tokens", "max_cost", "budget_scope", "lease_ttl_s", "skip_settled")
 
 
 def results_hash(cfg: Config) -> str:
@@ -69,6 +69,7 @@ class Settled:
 
     tables: Tables
     cfg_hash: str
+    skip: bool = True
     previous: dict[str, str] = field(default_factory=dict)
     recorded: dict[str, str] = field(default_factory=dict)
 
@@ -87,12 +88,12 @@ class Settled:
             for row in rows:
                 for stage, mark in (row["settled"] or {}).items():
                     previous.setdefault(stage, mark)
-        return cls(tables, results_hash(cfg), previous)
+        return cls(tables, results_hash(cfg), cfg.run.skip_settled, previous)
 
     def unchanged(self, stage: Stage, ctx: StageContext) -> bool:
         """Whether the stage's last fingerprint still holds; then it is carried forward."""
         mark = self.previous.get(stage.name)
-        if not mark:
+        if not mark or not self.skip:
             return False
         then = json.loads(mark)
         now = self._fingerprint(stage, ctx, list(then["tables"]))

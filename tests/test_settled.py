@@ -54,6 +54,7 @@ def test_a_rerun_skips_what_nothing_changed_for(spark, tmp_path):
     (corpus / "new.md").write_text("# Rice\n\nRice is a cereal grown in flooded paddies.\n")
     assert run(chunk={"size": 512}) == {"ingest": "ok", "chunk": "ok"}
     assert tables.read("documents").filter("source LIKE '%new.md'").count() == 1
+    assert run(chunk={"size": 512}, run={"skip_settled": False}) == {"ingest": "ok", "chunk": "ok"}
     # a table changed by someone else: the stages that touch it run again
     tables.delete_keys("chunks", tables.read("chunks").limit(1))
     assert run(chunk={"size": 512}) == {"ingest": "unchanged", "chunk": "ok"}
