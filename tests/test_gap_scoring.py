@@ -15,7 +15,7 @@ from graphgen_spark.config import ConfigError
 from graphgen_spark.gap.calibration import calibrate
 from graphgen_spark.ids import h
 from graphgen_spark.llm.client import RetryPolicy
-from graphgen_spark.pipeline import _run_stage
+from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.stages.judge import STAGE as JUDGE
 from graphgen_spark.stages.quiz import STAGE as QUIZ
 from graphgen_spark.standin import StandinOptions, StandinServer
@@ -279,8 +279,10 @@ def test_trainee_without_logprobs_is_a_configuration_error(spark, tables):
         resends = RetryPolicy().same_request_retries
         assert server.stats()["requests_total"] - quiz_calls == 1 + resends
         before = server.stats()["requests_total"]
-        off = _run_stage(JUDGE, ctx(spark, tables, server.base_url, gap_scoring="off"))
-        assert off["status"] == "skipped" and server.stats()["requests_total"] == before
+        off = ctx(spark, tables, server.base_url, gap_scoring="off")
+        run_id = run_pipeline(off.cfg, None, tables.output_dir, ["judge"], spark=spark)
+        (stats,) = tables.read("runs").filter(f"run_id = '{run_id}'").first()["stage_stats"]
+        assert stats["status"] == "skipped" and server.stats()["requests_total"] == before
 
 
 def test_reliability_diagram_and_before_after_comparison(scored):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from contexts import stage_context
+from test_partition import locally_checkpointed
 
 from graphgen_spark.config import build_config
 from graphgen_spark.errors import BudgetExceeded
@@ -39,7 +40,9 @@ def test_a_local_master_materialises_without_files(spark, tmp_path):
         assert not Path(ctx.scratch.path).exists()
         return StageResult()
 
+    before = locally_checkpointed(spark)
     Stage("probe", body, reads=(), writes=()).run(stage_context(spark, tmp_path, run_id="local"))
+    assert locally_checkpointed(spark) <= before  # its blocks went with the stage
 
 
 def test_scratch_outside_a_stage_is_an_error(spark, tmp_path):

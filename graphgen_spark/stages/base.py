@@ -15,7 +15,8 @@ Keeping a DataFrame from being computed twice, one rule:
   folder on the output's storage survives a lost executor; the pipeline deletes the folder
   when the stage ends, also on errors and budget stops. Under a ``local`` master the
   executor is the driver's own JVM, so its blocks die only with the run: there it is a
-  ``localCheckpoint``, a quarter of the cost of a parquet round trip.
+  ``localCheckpoint``, a quarter of the cost of a parquet round trip, whose blocks the
+  pipeline drops when the stage ends.
 * ``localCheckpoint`` otherwise: never on a stage's path on a cluster (its blocks die with
   their executor); only the default ``keep`` of graph engines called outside a stage
   (tests, benches).
@@ -86,10 +87,12 @@ class Scratch:
         self.path = ctx.tables.layout.staged(f"{name}-{uuid.uuid4().hex[:12]}")
         self.step = 0
         self.in_files = not ctx.spark.sparkContext.master.startswith("local")
+        self._blocks: list[DataFrame] = []
 
     def materialise(self, df: DataFrame) -> DataFrame:
         if not self.in_files:
             kept = df.localCheckpoint(eager=True)
+            self._blocks.append(kept)
             # fresh column identities, as a parquet read gives: two checkpoints of frames
             # that share a source column (joined or cogrouped later) must not share its id
             return kept.toDF(*kept.columns)
@@ -99,8 +102,12 @@ class Scratch:
         return self.spark.read.parquet(path)
 
     def cleanup(self) -> None:
+        """Delete the folder and drop the checkpoint blocks: a stage leaves neither."""
         from graphgen_spark import fsutil
 
+        for kept in self._blocks:
+            kept.unpersist()
+        self._blocks.clear()
         fsutil.delete(self.spark, self.path)
 
 
