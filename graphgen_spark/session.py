@@ -33,6 +33,10 @@ BASE_CONF = {
     # pyspark counts as a shell, so Spark would draw its stage bar on stderr: it overwrites
     # the LLM progress line in a terminal and fills a log with carriage returns
     "spark.ui.showConsoleProgress": "false",
+    # every query's plan is rendered as text for the listeners; the iterative graph
+    # algorithms' plans render to hundreds of MB and ran a 2 GB driver out of heap (seen in
+    # CI): 1 MiB of plan text is plenty to read
+    "spark.sql.maxPlanStringLength": str(1 << 20),
 }
 #: Spark's own default ``spark.redaction.regex``, kept as a part of ours.
 SPARK_DEFAULT_REDACTION = "(?i)secret|password|token|access[.]?key"

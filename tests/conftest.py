@@ -26,7 +26,7 @@ def spark():
         cfg,
         extra_conf={
             "spark.ui.enabled": "false",
-            "spark.driver.memory": "2g",
+            "spark.driver.memory": "4g",  # one session serves the whole suite
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
         },
