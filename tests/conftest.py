@@ -27,6 +27,10 @@ def spark():
         extra_conf={
             "spark.ui.enabled": "false",
             "spark.driver.memory": "4g",  # one session serves the whole suite
+            # ...and runs thousands of queries: keep the status of few (each holds its plan)
+            "spark.sql.ui.retainedExecutions": "50",
+            "spark.ui.retainedJobs": "100",
+            "spark.ui.retainedStages": "100",
             "spark.databricks.delta.snapshotPartitions": "2",
             "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
         },
