@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from contexts import CORPUS, llm_conf
+from rows import merge_rows, row
 
 from graphgen_spark.config import build_config
 from graphgen_spark.pipeline import run_pipeline
 from graphgen_spark.report import format as fmt
+from graphgen_spark.report.figures import run_figures
 from graphgen_spark.report.index import render_page
 from graphgen_spark.report.plots import PLOTS
 from graphgen_spark.standin import StandinOptions, StandinServer
@@ -111,6 +113,19 @@ def report(spark, tmp_path_factory) -> dict:
         "page": folder / "index.html",
         "figures": json.loads((folder / "run.json").read_text("utf-8")),
     }
+
+
+def test_figures_of_unchanged_tables_come_from_the_last_run_json(spark, tables):
+    cfg = build_config({}, env=False)
+    record = {"run_id": "r1", "stage_stats": []}
+    first = run_figures(cfg, tables, "r1", dict(record))
+    kept = [{"stage": "ingest", "reason": "from the last report", "rows": 7}]
+    last = {**first, "quarantine": kept}
+    assert run_figures(cfg, tables, "r1", dict(record), last)["quarantine"] == kept
+    merge_rows(tables, "quarantine", [row("quarantine", stage="chunk", reason="empty")])
+    again = run_figures(cfg, tables, "r1", dict(record), last)  # a new quarantine version
+    assert again["quarantine"] == [{"stage": "chunk", "reason": "empty", "rows": 1}]
+    assert again["sources"]["versions"]["quarantine"] == tables.version("quarantine") >= 0
 
 
 def test_run_json_holds_the_figures_the_page_shows(report):
