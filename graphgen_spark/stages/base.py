@@ -106,7 +106,9 @@ class Scratch:
         from graphgen_spark import fsutil
 
         for kept in self._blocks:
-            kept.unpersist()
+            # a checkpointed frame is a scan of the checkpointed RDD, which DataFrame's
+            # unpersist does not reach: unpersist that RDD itself
+            kept._jdf.queryExecution().analyzed().rdd().unpersist(False)
         self._blocks.clear()
         fsutil.delete(self.spark, self.path)
 
