@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyspark
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[1]
 SPARK_HOME = Path(pyspark.__file__).parent
 CORPUS = ROOT / "examples" / "corpus"
+CLUSTER_YAML = ROOT / "conf" / "cluster.yaml"
 STAGES = "ingest,chunk"
+SNAPSHOT_KEY = "spark.databricks.delta.snapshotPartitions"
 
 
 def _free_port() -> int:
@@ -143,21 +146,34 @@ def cluster(tmp_path_factory):
             _stop(p)
 
 
+def _events(event_dir: Path) -> Iterator[dict]:
+    for log in (p for p in event_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            yield json.loads(line)
+
+
 def _executor_tasks(event_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     """executor id -> worker (from its log URL), executor id -> finished task count."""
     workers: dict[str, str] = {}
     tasks: dict[str, int] = {}
-    for log in (p for p in event_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        for line in log.read_text(encoding="utf-8").splitlines():
-            ev = json.loads(line)
-            if ev["Event"] == "SparkListenerExecutorAdded":
-                info = ev["Executor Info"]
-                stdout_url = info.get("Log Urls", {}).get("stdout", "")
-                workers[ev["Executor ID"]] = stdout_url.split("/logPage")[0]
-            elif ev["Event"] == "SparkListenerTaskEnd":
-                eid = ev["Task Info"]["Executor ID"]
-                tasks[eid] = tasks.get(eid, 0) + 1
+    for ev in _events(event_dir):
+        if ev["Event"] == "SparkListenerExecutorAdded":
+            stdout_url = ev["Executor Info"].get("Log Urls", {}).get("stdout", "")
+            workers[ev["Executor ID"]] = stdout_url.split("/logPage")[0]
+        elif ev["Event"] == "SparkListenerTaskEnd":
+            eid = ev["Task Info"]["Executor ID"]
+            tasks[eid] = tasks.get(eid, 0) + 1
     return workers, tasks
+
+
+def _stage_tasks(event_dir: Path) -> dict[str, int]:
+    """Each completed stage's task count, by ``<stage id>: <stage name>``."""
+    return {
+        f"{i['Stage ID']}: {i['Stage Name']}": i["Number of Tasks"]
+        for ev in _events(event_dir)
+        if ev["Event"] == "SparkListenerStageCompleted"
+        for i in [ev["Stage Info"]]
+    }
 
 
 def _rows(tables: Tables, name: str, order: str) -> list[dict]:
@@ -182,8 +198,8 @@ def _submit_command(
     events = tmp_path / "events"
     events.mkdir()
     path = tmp_path / "cluster.yaml"
-    spark_conf = {"jars": "present", "shuffle_partitions": 4}
-    path.write_text(yaml.safe_dump({**conf, "spark": spark_conf}))
+    shipped = yaml.safe_load(CLUSTER_YAML.read_text())  # its Spark settings, as users get them
+    path.write_text(yaml.safe_dump({**conf, "spark": shipped["spark"]}))
     settings = {
         "spark.eventLog.enabled": "true",
         "spark.eventLog.compress": "false",
@@ -191,7 +207,6 @@ def _submit_command(
         "spark.executor.cores": "1",
         "spark.cores.max": "2",
         "spark.executor.memory": "1g",
-        "spark.databricks.delta.snapshotPartitions": "2",
     }
     cmd = [sys.executable, "-m", "graphgen_spark.cli", "submit", "--master", cluster["url"]]
     cmd += ["--config", str(path), "--output", str(out), "--stages", stages]
@@ -214,6 +229,17 @@ def _assert_both_workers_ran_tasks(events: Path) -> None:
     assert len(busy) == 2, f"tasks ran on {busy} (executors {workers}, tasks {tasks})"
 
 
+def _assert_adaptive_sizes(events: Path) -> None:
+    """With conf/cluster.yaml's settings a tiny corpus makes small stages: adaptive execution
+    coalesces the 200 shuffle partitions, and Delta rebuilds a snapshot in its 8 tasks (a
+    fixed count, or Delta's default of 50, fails this)."""
+    stages = _stage_tasks(events)
+    snapshot = int(yaml.safe_load(CLUSTER_YAML.read_text())["spark"]["conf"][SNAPSHOT_KEY])
+    big = {name: n for name, n in stages.items() if n > snapshot}
+    print(f"cluster.yaml: {sum(stages.values())} tasks in {len(stages)} stages")
+    assert not big, f"stages of more than {snapshot} tasks: {big}"
+
+
 def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark, tmp_path):
     """ingest and chunk on the bundled corpus; where the GraphFrames jar is present also the
     partition stage on a generated graph with every graph query on GraphFrames (components
@@ -233,6 +259,7 @@ def test_spark_submit_on_a_standalone_cluster_matches_a_local_run(cluster, spark
         write_generated_graph(spark, Tables(spark, out_local))
     events = _submit(cluster, tmp_path, conf, stages, out_cluster, CORPUS)
     _assert_both_workers_ran_tasks(events)
+    _assert_adaptive_sizes(events)
     assert not list((out_cluster / "_staging").glob("*")), "scratch and checkpoints are removed"
 
     # the same pipeline on a local session gives the same tables

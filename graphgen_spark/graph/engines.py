@@ -22,7 +22,8 @@ checkpoints survive on shared storage on a cluster and are removed with the scra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -56,6 +57,12 @@ Keep = Callable[[DataFrame], DataFrame]
 #: a distributed formulation takes seconds. The near-duplicate clusters use the same bound.
 LOCAL_MAX_EDGES = 100_000
 LOCAL = "local"
+#: GraphFrames' iterative algorithms persist and checkpoint each round, and adaptive
+#: execution cannot coalesce the shuffles of a cached or checkpointed plan: each round ran
+#: ``spark.sql.shuffle.partitions`` tasks (200 on a cluster for a 60-edge graph). While
+#: they run, a shuffle gets one partition per this many edges, at least the task slots and
+#: at most the configured count.
+EDGES_PER_PARTITION = 100_000
 
 
 def local_keep(df: DataFrame) -> DataFrame:
@@ -223,18 +230,35 @@ class GraphFramesGraph:
 
         return GraphFrame(v, e)
 
+    @contextmanager
+    def sized_shuffles(self, e: DataFrame) -> Iterator[None]:
+        """``spark.sql.shuffle.partitions`` sized to the graph while an iterative algorithm
+        runs (see :data:`EDGES_PER_PARTITION`), then the configured value again."""
+        key = "spark.sql.shuffle.partitions"
+        configured = self.spark.conf.get(key)
+        slots = self.spark.sparkContext.defaultParallelism
+        wanted = max(slots, -(-e.count() // EDGES_PER_PARTITION))
+        self.spark.conf.set(key, str(min(int(configured or wanted), wanted)))
+        try:
+            yield
+        finally:
+            self.spark.conf.set(key, configured)
+
     def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """Two-phase connected components with AQE-sized joins (``broadcastThreshold=-1``),
         labelled by the smallest vertex id (``useLabelsAsComponents``)."""
-        found = self.graph(v.select("id"), e.select("src", "dst")).connectedComponents(
-            algorithm="two_phase",
-            broadcastThreshold=-1,
-            useLabelsAsComponents=True,
-            checkpointInterval=2,
-            max_iter=2**31 - 2,  # graphframes-py's own default is 2 ^ 31 - 2, which is 31
-        )
-        out = self.keep(found.select("id", F.col("component").cast("string").alias("component")))
-        found.unpersist()
+        with self.sized_shuffles(e):
+            found = self.graph(v.select("id"), e.select("src", "dst")).connectedComponents(
+                algorithm="two_phase",
+                broadcastThreshold=-1,
+                useLabelsAsComponents=True,
+                checkpointInterval=2,
+                max_iter=2**31 - 2,  # graphframes-py's own default is 2 ^ 31 - 2, which is 31
+            )
+            out = self.keep(
+                found.select("id", F.col("component").cast("string").alias("component"))
+            )
+            found.unpersist()
         return out
 
     def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
@@ -265,26 +289,27 @@ class GraphFramesGraph:
         ``AggregateNeighbors``, whose states multiply at hubs)."""
         from graphframes.lib import AggregateMessages as AM
 
-        both = symmetrised(e.select("src", "dst"))
-        reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
-        frontier = reached
-        for h in range(1, hops + 1):
-            holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
-            verts = v.select("id").join(holding, "id", "left")
-            # only the frontier's edges can carry a message: the triplets are built from those
-            out_edges = both.join(frontier.select(F.col("id").alias("src")), "src", "left_semi")
-            sent = self.graph(verts, out_edges).aggregateMessages(
-                [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
-                sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
-            )
-            step = (
-                sent.select("id", F.explode("seeds").alias("seed_id"))
-                .distinct()
-                .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
-                .select("seed_id", "id", F.lit(h).alias("hop"))
-            )
-            frontier = self.keep(step)
-            reached = self.keep(reached.unionByName(frontier))
+        with self.sized_shuffles(e):
+            both = symmetrised(e.select("src", "dst"))
+            reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
+            frontier = reached
+            for h in range(1, hops + 1):
+                holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
+                verts = v.select("id").join(holding, "id", "left")
+                # only the frontier's edges can carry a message: the triplets are built from those
+                out_edges = both.join(frontier.select(F.col("id").alias("src")), "src", "left_semi")
+                sent = self.graph(verts, out_edges).aggregateMessages(
+                    [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
+                    sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
+                )
+                step = (
+                    sent.select("id", F.explode("seeds").alias("seed_id"))
+                    .distinct()
+                    .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
+                    .select("seed_id", "id", F.lit(h).alias("hop"))
+                )
+                frontier = self.keep(step)
+                reached = self.keep(reached.unionByName(frontier))
         return reached
 
     def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
@@ -299,11 +324,14 @@ class GraphFramesGraph:
             index.select(F.col("idx").alias("id")),
             idx_e.select(F.col("s").alias("src"), F.col("d").alias("dst")),
         )
-        found = g.labelPropagation(maxIter=max_iter, algorithm="graphframes", checkpoint_interval=2)
         # a vertex that hears nothing keeps its own label (Pregel leaves it NULL)
         label = F.coalesce(F.col("label").cast("long"), F.col("id"))
-        labels = self.keep(found.select(F.col("id").alias("idx"), label.alias("label")))
-        found.unpersist()
+        with self.sized_shuffles(e):
+            found = g.labelPropagation(
+                maxIter=max_iter, algorithm="graphframes", checkpoint_interval=2
+            )
+            labels = self.keep(found.select(F.col("id").alias("idx"), label.alias("label")))
+            found.unpersist()
         return _labels_by_id(index, labels)
 
 

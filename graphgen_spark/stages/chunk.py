@@ -112,10 +112,11 @@ def pending_documents(ctx: StageContext) -> DataFrame:
 
 def _run(ctx: StageContext) -> StageResult:
     c = ctx.cfg.chunk
-    n_parts = int(ctx.spark.conf.get("spark.sql.shuffle.partitions", "8"))
     chunks = (
         pending_documents(ctx)
-        .repartition(n_parts, "doc_id")  # spread tokenisation over the executors
+        # spread tokenisation over the executors; no count: adaptive execution sizes the
+        # partitions to the data (a fixed 200 on a cluster made 200 tasks for 40 documents)
+        .repartition("doc_id")
         .mapInPandas(_chunker(c.size, c.overlap, c.tokenizer), SCHEMAS["chunks"])
         .persist(StorageLevel.MEMORY_AND_DISK)
     )

@@ -119,11 +119,10 @@ def mode_metrics(items: DataFrame, per_item: DataFrame, run_id: str) -> DataFram
 
 def _run(ctx: StageContext) -> StageResult:
     cfg, tables = ctx.cfg.eval, ctx.tables
-    n_parts = int(ctx.spark.conf.get("spark.sql.shuffle.partitions", "8"))
     scratch = ctx.scratch
     items = scratch.materialise(
         ok_qa(ctx)
-        .repartition(n_parts, "qa_id")  # spread tokenising over the executors
+        .repartition("qa_id")  # spread tokenising; adaptive execution sizes it (see chunk)
         .mapInPandas(_featurizer(cfg), ITEM_SCHEMA)
     )
     n_qa = items.count()
