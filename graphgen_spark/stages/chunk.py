@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -112,22 +111,19 @@ def pending_documents(ctx: StageContext) -> DataFrame:
 
 def _run(ctx: StageContext) -> StageResult:
     c = ctx.cfg.chunk
-    chunks = (
+    # spread tokenisation over the executors; no count, and materialised rather than cached:
+    # adaptive execution then sizes the partitions to the data (it cannot resize a cached
+    # plan's; a fixed 200 on a cluster made 200 tasks for 40 documents)
+    chunks = ctx.scratch.materialise(
         pending_documents(ctx)
-        # spread tokenisation over the executors; no count: adaptive execution sizes the
-        # partitions to the data (a fixed 200 on a cluster made 200 tasks for 40 documents)
         .repartition("doc_id")
         .mapInPandas(_chunker(c.size, c.overlap, c.tokenizer), SCHEMAS["chunks"])
-        .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    try:
-        stats = chunks.agg(
-            F.countDistinct("doc_id").alias("docs"), F.count(F.lit(1)).alias("chunks")
-        ).first()
-        n_docs, n_chunks = int(stats["docs"]), int(stats["chunks"])
-        res = ctx.tables.merge("chunks", chunks) if n_chunks else MergeResult()
-    finally:
-        chunks.unpersist()
+    stats = chunks.agg(
+        F.countDistinct("doc_id").alias("docs"), F.count(F.lit(1)).alias("chunks")
+    ).first()
+    n_docs, n_chunks = int(stats["docs"]), int(stats["chunks"])
+    res = ctx.tables.merge("chunks", chunks) if n_chunks else MergeResult()
     counts = {
         "documents_chunked": n_docs,
         "chunks_produced": n_chunks,
