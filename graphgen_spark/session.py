@@ -37,6 +37,8 @@ BASE_CONF = {
     # algorithms' plans render to hundreds of MB and ran a 2 GB driver out of heap (seen in
     # CI): 1 MiB of plan text is plenty to read
     "spark.sql.maxPlanStringLength": str(1 << 20),
+    # Python workers are forked with the project's modules already imported (worker_daemon)
+    "spark.python.daemon.module": "graphgen_spark.worker_daemon",
 }
 #: Spark's own default ``spark.redaction.regex``, kept as a part of ours.
 SPARK_DEFAULT_REDACTION = "(?i)secret|password|token|access[.]?key"
