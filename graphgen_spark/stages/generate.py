@@ -165,12 +165,6 @@ def _capped(ctx: StageContext, batches: DataFrame, mode: str) -> DataFrame:
     return batches
 
 
-def mode_units(ctx: StageContext, mode: str, batches: DataFrame) -> DataFrame:
-    """UNIT_SCHEMA rows of the mode's (capped) batches."""
-    cols = ["batch_id", "ents", "rels", "difficulty"]
-    return batches.select(*cols).mapInPandas(_units_fn(ctx.cfg, mode), UNIT_SCHEMA)
-
-
 def pending_units(ctx: StageContext, units: DataFrame) -> DataFrame:
     """Units whose QA is not stored yet (qa_id is deterministic, so stored means done)."""
     part = F.when(F.col("mode") == "atomic", F.col("item_index")).otherwise(F.lit(0))
@@ -244,12 +238,19 @@ def all_batches(ctx: StageContext) -> DataFrame:
 
 
 def all_units(ctx: StageContext, batches: DataFrame) -> DataFrame:
-    """UNIT_SCHEMA rows plus ``mode`` of :func:`all_batches`' rows."""
-    frames = [
-        mode_units(ctx, m, batches.filter(F.col("mode") == m)).withColumn("mode", F.lit(m))
-        for m in ctx.cfg.generate.modes
-    ]
-    return functools.reduce(DataFrame.unionByName, frames)
+    """UNIT_SCHEMA rows plus ``mode`` of :func:`all_batches`' rows, in one pass over them
+    (a pass per mode made a Python task per mode and partition)."""
+    render = {m: _units_fn(ctx.cfg, m) for m in ctx.cfg.generate.modes}
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in frames:
+            for mode, part in pdf.groupby("mode", sort=False):
+                for out in render[str(mode)](iter([part])):
+                    yield out.assign(mode=mode)
+
+    cols = ["batch_id", "ents", "rels", "difficulty", "mode"]
+    schema = T.StructType([*UNIT_SCHEMA.fields, T.StructField("mode", T.StringType())])
+    return batches.select(*cols).mapInPandas(run, schema)
 
 
 def _units_to_send(ctx: StageContext, units: DataFrame) -> DataFrame:
