@@ -22,8 +22,8 @@ checkpoints survive on shared storage on a cluster and are removed with the scra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -209,6 +209,26 @@ class DataFrameGraph:
         return _labels_by_id(index, labels.withColumnRenamed("i", "idx"))
 
 
+def sized_shuffles(method: Callable[..., DataFrame]) -> Callable[..., DataFrame]:
+    """Run a ``GraphFramesGraph`` method on edges ``e`` with ``spark.sql.shuffle.partitions``
+    sized to the graph (:data:`EDGES_PER_PARTITION`), then the configured value again."""
+
+    @functools.wraps(method)
+    def run(self: GraphFramesGraph, v: DataFrame, e: DataFrame, *args) -> DataFrame:
+        key, conf = "spark.sql.shuffle.partitions", self.spark.conf
+        configured = conf.get(key)
+        wanted = max(
+            self.spark.sparkContext.defaultParallelism, -(-e.count() // EDGES_PER_PARTITION)
+        )
+        conf.set(key, str(min(int(configured), wanted)))
+        try:
+            return method(self, v, e, *args)
+        finally:
+            conf.set(key, configured)
+
+    return run
+
+
 class GraphFramesGraph:
     """Every query on a ``GraphFrame`` (GraphFrames 0.11): needs its jar on the classpath.
 
@@ -230,35 +250,19 @@ class GraphFramesGraph:
 
         return GraphFrame(v, e)
 
-    @contextmanager
-    def sized_shuffles(self, e: DataFrame) -> Iterator[None]:
-        """``spark.sql.shuffle.partitions`` sized to the graph while an iterative algorithm
-        runs (see :data:`EDGES_PER_PARTITION`), then the configured value again."""
-        key = "spark.sql.shuffle.partitions"
-        configured = self.spark.conf.get(key)
-        slots = self.spark.sparkContext.defaultParallelism
-        wanted = max(slots, -(-e.count() // EDGES_PER_PARTITION))
-        self.spark.conf.set(key, str(min(int(configured or wanted), wanted)))
-        try:
-            yield
-        finally:
-            self.spark.conf.set(key, configured)
-
+    @sized_shuffles
     def components(self, v: DataFrame, e: DataFrame) -> DataFrame:
         """Two-phase connected components with AQE-sized joins (``broadcastThreshold=-1``),
         labelled by the smallest vertex id (``useLabelsAsComponents``)."""
-        with self.sized_shuffles(e):
-            found = self.graph(v.select("id"), e.select("src", "dst")).connectedComponents(
-                algorithm="two_phase",
-                broadcastThreshold=-1,
-                useLabelsAsComponents=True,
-                checkpointInterval=2,
-                max_iter=2**31 - 2,  # graphframes-py's own default is 2 ^ 31 - 2, which is 31
-            )
-            out = self.keep(
-                found.select("id", F.col("component").cast("string").alias("component"))
-            )
-            found.unpersist()
+        found = self.graph(v.select("id"), e.select("src", "dst")).connectedComponents(
+            algorithm="two_phase",
+            broadcastThreshold=-1,
+            useLabelsAsComponents=True,
+            checkpointInterval=2,
+            max_iter=2**31 - 2,  # graphframes-py's own default is 2 ^ 31 - 2, which is 31
+        )
+        out = self.keep(found.select("id", F.col("component").cast("string").alias("component")))
+        found.unpersist()
         return out
 
     def degrees(self, v: DataFrame, e: DataFrame) -> DataFrame:
@@ -283,35 +287,36 @@ class GraphFramesGraph:
             F.col("c.id").alias("c"),
         )
 
+    @sized_shuffles
     def neighbourhood(self, v: DataFrame, e: DataFrame, starts: DataFrame, hops: int) -> DataFrame:
         """``aggregateMessages`` rounds: each vertex sends the seeds it holds to its neighbours
         and keeps the ones new to it (a deduplicated BFS, unlike path-enumerating
         ``AggregateNeighbors``, whose states multiply at hubs)."""
         from graphframes.lib import AggregateMessages as AM
 
-        with self.sized_shuffles(e):
-            both = symmetrised(e.select("src", "dst"))
-            reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
-            frontier = reached
-            for h in range(1, hops + 1):
-                holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
-                verts = v.select("id").join(holding, "id", "left")
-                # only the frontier's edges can carry a message: the triplets are built from those
-                out_edges = both.join(frontier.select(F.col("id").alias("src")), "src", "left_semi")
-                sent = self.graph(verts, out_edges).aggregateMessages(
-                    [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
-                    sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
-                )
-                step = (
-                    sent.select("id", F.explode("seeds").alias("seed_id"))
-                    .distinct()
-                    .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
-                    .select("seed_id", "id", F.lit(h).alias("hop"))
-                )
-                frontier = self.keep(step)
-                reached = self.keep(reached.unionByName(frontier))
+        both = symmetrised(e.select("src", "dst"))
+        reached = self.keep(starts.select("seed_id", "id", F.lit(0).alias("hop")).distinct())
+        frontier = reached
+        for h in range(1, hops + 1):
+            holding = frontier.groupBy("id").agg(F.collect_set("seed_id").alias("seeds"))
+            verts = v.select("id").join(holding, "id", "left")
+            # only the frontier's edges can carry a message: the triplets are built from those
+            out_edges = both.join(frontier.select(F.col("id").alias("src")), "src", "left_semi")
+            sent = self.graph(verts, out_edges).aggregateMessages(
+                [F.flatten(F.collect_list(AM.msg)).alias("seeds")],
+                sendToDst=[F.when(AM.src["seeds"].isNotNull(), AM.src["seeds"])],
+            )
+            step = (
+                sent.select("id", F.explode("seeds").alias("seed_id"))
+                .distinct()
+                .join(reached.select("seed_id", "id"), ["seed_id", "id"], "left_anti")
+                .select("seed_id", "id", F.lit(h).alias("hop"))
+            )
+            frontier = self.keep(step)
+            reached = self.keep(reached.unionByName(frontier))
         return reached
 
+    @sized_shuffles
     def label_propagation(self, v: DataFrame, e: DataFrame, max_iter: int) -> DataFrame:
         """GraphFrames' Pregel label propagation on long vertex indexes (its tie-break needs
         numeric labels), messages both ways over the symmetrised edges."""
@@ -324,14 +329,11 @@ class GraphFramesGraph:
             index.select(F.col("idx").alias("id")),
             idx_e.select(F.col("s").alias("src"), F.col("d").alias("dst")),
         )
+        found = g.labelPropagation(maxIter=max_iter, algorithm="graphframes", checkpoint_interval=2)
         # a vertex that hears nothing keeps its own label (Pregel leaves it NULL)
         label = F.coalesce(F.col("label").cast("long"), F.col("id"))
-        with self.sized_shuffles(e):
-            found = g.labelPropagation(
-                maxIter=max_iter, algorithm="graphframes", checkpoint_interval=2
-            )
-            labels = self.keep(found.select(F.col("id").alias("idx"), label.alias("label")))
-            found.unpersist()
+        labels = self.keep(found.select(F.col("id").alias("idx"), label.alias("label")))
+        found.unpersist()
         return _labels_by_id(index, labels)
 
 
