@@ -15,12 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyspark
 import pytest
 import yaml
+from eventlog import spark_events
 from graphs import write_generated_graph
 from test_crash import matrix_line
 
@@ -146,17 +146,11 @@ def cluster(tmp_path_factory):
             _stop(p)
 
 
-def _events(event_dir: Path) -> Iterator[dict]:
-    for log in (p for p in event_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        for line in log.read_text(encoding="utf-8").splitlines():
-            yield json.loads(line)
-
-
 def _executor_tasks(event_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     """executor id -> worker (from its log URL), executor id -> finished task count."""
     workers: dict[str, str] = {}
     tasks: dict[str, int] = {}
-    for ev in _events(event_dir):
+    for ev in spark_events(event_dir):
         if ev["Event"] == "SparkListenerExecutorAdded":
             stdout_url = ev["Executor Info"].get("Log Urls", {}).get("stdout", "")
             workers[ev["Executor ID"]] = stdout_url.split("/logPage")[0]
@@ -170,7 +164,7 @@ def _stage_tasks(event_dir: Path) -> dict[str, int]:
     """Each completed stage's task count, by ``<stage id>: <stage name>``."""
     return {
         f"{i['Stage ID']}: {i['Stage Name']}": i["Number of Tasks"]
-        for ev in _events(event_dir)
+        for ev in spark_events(event_dir)
         if ev["Event"] == "SparkListenerStageCompleted"
         for i in [ev["Stage Info"]]
     }

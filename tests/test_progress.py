@@ -10,7 +10,6 @@ not only when they end.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import select
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from eventlog import spark_events
 from progress_child import REQUESTS
 
 from graphgen_spark.standin import StandinOptions, StandinServer
@@ -124,12 +124,7 @@ def logged(standin, tmp_path_factory):
         proc.wait(timeout=240)
     text = (tmp / "run.log").read_text()
     assert proc.returncode == 0, text[-3000:]
-    starts = [
-        event
-        for path in (tmp / "events").iterdir()  # one plain JSON-lines file
-        for event in map(json.loads, path.read_text().splitlines())
-        if event["Event"] == "SparkListenerJobStart"
-    ]
+    starts = [e for e in spark_events(tmp / "events") if e["Event"] == "SparkListenerJobStart"]
     return text, starts
 
 
