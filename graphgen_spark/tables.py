@@ -17,7 +17,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -506,8 +506,19 @@ class MergePolicy:
         """This policy, the new rows being the complete state of the stored rows whose
         columns equal ``where`` (the whole table without any): rows there whose key is not
         among the new rows are deleted."""
-        cond = " AND ".join(f"t.`{c}` = {_sql_str(v)}" for c, v in where.items())
-        return replace(self, delete_missing=cond or "true")
+        return replace(self, delete_missing=_slice(where))
+
+    def replacing_each(self, slices: Iterable[Mapping[str, str]]) -> Self:
+        """:meth:`replacing` for several slices at once (one MERGE for all of them): rows
+        in any of them whose key is not among the new rows are deleted."""
+        conds = [f"({_slice(where)})" for where in slices]
+        return replace(self, delete_missing=" OR ".join(conds) or "false")
+
+
+def _slice(where: Mapping[str, str]) -> str:
+    """The stored rows whose columns equal ``where``: SQL over ``t.``, the whole table
+    without any."""
+    return " AND ".join(f"t.`{c}` = {_sql_str(v)}" for c, v in where.items()) or "true"
 
 
 INSERT_ONLY = MergePolicy()
@@ -624,6 +635,10 @@ _CONFLICTS = (
     "ProtocolChangedException",
     "DELTA_CONCURRENT_",
 )
+# a create-with-rows that found the table there: another writer created it first
+_ALREADY_EXISTS = ("DELTA_PATH_EXISTS", "TABLE_OR_VIEW_ALREADY_EXISTS", "already exists")
+# the commits a first write makes (path, catalog): their rows count as inserted
+_CREATING_WRITES = ("WRITE", "CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT")
 
 
 def retry_conflicts(table: str, write: Callable[[], T_], attempts: int = 10) -> T_:
@@ -774,6 +789,10 @@ class Tables:
     def merge(self, name: str, df: DataFrame, policy: MergePolicy = INSERT_ONLY) -> MergeResult:
         """MERGE ``df`` into table ``name`` on its key: new keys are inserted, stored ones
         are updated or deleted as ``policy`` says (by default left alone)."""
+        if not self.exists(name):
+            created = self._create_with(name, df)
+            if created is not None:
+                return created
         self.ensure(name)
         cols = [f.name for f in SCHEMAS[name].fields]
         df = df.select(*cols)
@@ -812,14 +831,39 @@ class Tables:
     @_conflicts_retried
     def append(self, name: str, df: DataFrame) -> None:
         """Add rows whose keys are new by construction (a run's first record): a blind
-        append, which joins nothing against the stored rows and never conflicts."""
-        self.ensure(name)
-        writer = df.select(*SCHEMAS[name].fieldNames()).write.format("delta").mode("append")
+        append, which joins nothing against the stored rows and never conflicts; the
+        first one creates the table."""
+        if self.exists(name):
+            self._add_missing_columns(name)
+        self._write(name, df, "append")
+
+    def _conformed(self, name: str, df: DataFrame) -> DataFrame:
+        """``df``'s columns in the table's order and types, as a table created from it
+        must have them (Delta makes a created table's columns nullable, as ours are)."""
+        return df.select(
+            *(F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in SCHEMAS[name])
+        )
+
+    def _write(self, name: str, df: DataFrame, mode: str) -> None:
+        writer = self._conformed(name, df).write.format("delta").mode(mode)
         loc = self.location(name)
         if self.catalog and self.db_schema:
             writer.saveAsTable(loc)
         else:
             writer.save(loc)
+
+    def _create_with(self, name: str, df: DataFrame) -> MergeResult | None:
+        """A table's first write creates it holding ``df``'s rows in one commit, which is
+        what a MERGE into the new empty table would leave, without the empty table's own
+        commit and the MERGE's join (on a small run, most of a stage's Delta time).
+        ``None`` when another writer created the table first: then the caller MERGEs."""
+        try:
+            self._write(name, df, "errorifexists")
+        except Exception as exc:
+            if any(c in str(exc) for c in _ALREADY_EXISTS):
+                return None
+            raise
+        return self.last_merge(name)
 
     @_conflicts_retried
     def delete_keys(self, name: str, keys: DataFrame) -> int:
@@ -851,15 +895,19 @@ class Tables:
         return bool(stale)
 
     def last_merge(self, name: str) -> MergeResult:
+        """What the table's last commit did to its rows: a MERGE's counts, or the rows a
+        creating write inserted."""
         log = self._local_log(name)
         if log is not None:
             info = _commit_info(log, self.version(name))
         else:
             row = self._delta(name).history(1).select("operation", "operationMetrics").first()
             info = row.asDict() if row is not None else {}
+        m = info.get("operationMetrics") or {}
+        if info.get("operation") in _CREATING_WRITES:
+            return MergeResult(inserted=int(m.get("numOutputRows", 0)))
         if info.get("operation") != "MERGE":
             return MergeResult()
-        m = info.get("operationMetrics") or {}
         return MergeResult(
             inserted=int(m.get("numTargetRowsInserted", 0)),
             updated=int(m.get("numTargetRowsUpdated", 0)),

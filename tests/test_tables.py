@@ -102,6 +102,23 @@ def test_quarantine_rows_have_the_table_columns_and_a_cut_excerpt(spark):
     assert got["d2"]["excerpt"] is None
 
 
+def test_a_first_write_creates_the_table_with_its_schema_in_one_commit(spark, tables):
+    """Every table created by its first write has exactly the declared schema; the rows
+    count as inserted; later writes MERGE on the key."""
+    for name, schema in SCHEMAS.items():
+        assert tables.merge(name, spark.createDataFrame([], schema)) == MergeResult()
+        assert tables.version(name) == 0, name
+        assert tables.read(name).schema == schema, name
+    extra = Tables(spark, tables.output_dir + "-rows")
+    keyed = [{"content_hash": h, "status": "ok", "attempts": 1} for h in ("a", "b", "c")]
+    first = spark.createDataFrame(keyed, SCHEMAS["extractions"])
+    assert extra.merge("extractions", first) == MergeResult(inserted=3)
+    assert extra.version("extractions") == 0
+    again = spark.createDataFrame([*keyed, {"content_hash": "d"}], SCHEMAS["extractions"])
+    assert extra.merge("extractions", again) == MergeResult(inserted=1)
+    assert sorted(r[0] for r in extra.read("extractions").collect()) == ["a", "b", "c", "d"]
+
+
 def test_retry_until_ok_keeps_the_ok_outcome_and_adds_up_attempts(spark, tables):
     policy = RetryUntilOk(summed=["attempts"])
     for status, records in [("failed", "a"), ("failed", "b"), ("ok", "c"), ("failed", "d")]:
