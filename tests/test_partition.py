@@ -209,7 +209,7 @@ def test_rerun_writes_nothing(spark, edge_seed_only):
     before = tables.version("subgraphs")
     result = run_stage(spark, tables, cfg, run_id="p-2")
     assert tables.version("subgraphs") == before
-    assert result.counts["ece_edge_seed_written"] == 0
+    assert result.counts["subgraphs_written"] == 0
 
 
 def test_changed_graph_updates_only_touched_batches(spark, edge_seed_only):

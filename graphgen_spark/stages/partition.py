@@ -172,18 +172,22 @@ class _Shared:
 
 
 def _partition_methods(shared: _Shared, nodes: DataFrame, edges: DataFrame) -> StageResult:
-    """Every configured method's batches, built and merged one method at a time."""
+    """Every configured method's batches, built one method at a time and merged at once:
+    one MERGE whatever the number of methods."""
     cfg = shared.ctx.cfg
     result = StageResult()
     methods = sorted({method_for(cfg, m) for m in cfg.generate.modes})
     n_units = nodes.filter(~F.col("is_placeholder")).count() + edges.count()
+    rows: list[DataFrame] = []
     for method in methods:
         if method == COMMUNITY:
             cut = _community_cut(shared, nodes, edges)
-            result.add(_partition_method(shared, method, cut.nodes, cut.edges, n_units, cut))
+            built, counts = _method_rows(shared, method, cut.nodes, cut.edges, cut)
         else:
-            result.add(_partition_method(shared, method, nodes, edges, n_units))
-    return result
+            built, counts = _method_rows(shared, method, nodes, edges)
+        rows.append(built)
+        result.add(StageResult(counts))
+    return result.add(_merge(shared.ctx, methods, union_all(rows), nodes, n_units))
 
 
 def _community_cut(shared: _Shared, nodes: DataFrame, edges: DataFrame) -> Cut:
@@ -277,15 +281,10 @@ def _by_rounds(
     return _tagged(run.batches, name, shared.graph_engine(*ops)), counts
 
 
-def _partition_method(
-    shared: _Shared,
-    method: str,
-    nodes: DataFrame,
-    edges: DataFrame,
-    n_units: int,
-    cut: Cut | None = None,
-) -> StageResult:
-    """Build one method's batches and merge them as `subgraphs` rows."""
+def _method_rows(
+    shared: _Shared, method: str, nodes: DataFrame, edges: DataFrame, cut: Cut | None = None
+) -> tuple[DataFrame, dict[str, int]]:
+    """One method's `subgraphs` rows (materialised) and its engine counts."""
     ctx, scratch = shared.ctx, shared.scratch
     chash = config_hash(ctx.cfg, method)
     batches, engine_counts = _build_batches(shared, method, nodes, edges)
@@ -301,52 +300,56 @@ def _partition_method(
         .withColumn("run_id", F.lit(ctx.run_id))
         .select(*SCHEMAS["subgraphs"].fieldNames())
     )
-    rows = scratch.materialise(rows)
-    return _merge(ctx, method, chash, rows, nodes, n_units).add(StageResult(engine_counts))
+    return scratch.materialise(rows), engine_counts
 
 
 def _merge(
-    ctx: StageContext, method: str, chash: str, rows: DataFrame, nodes: DataFrame, n_units: int
+    ctx: StageContext, methods: list[str], rows: DataFrame, nodes: DataFrame, n_units: int
 ) -> StageResult:
-    """MERGE one method's rows (removing its configuration's vanished batches) and count
-    them and the units no batch covers."""
-    res = ctx.tables.merge("subgraphs", rows, CHANGED.replacing(method=method, config_hash=chash))
-    stats = rows.agg(
-        F.count("*").alias("batches"),
-        F.sum(F.array_contains("flags", "over_budget").cast("long")).alias("over_budget"),
-    ).first()
-    covered = _covered(rows, nodes)
+    """MERGE every method's rows (removing the vanished batches of each method's current
+    configuration) and count, per method, its batches and the units no batch covers."""
+    slices = [{"method": m, "config_hash": config_hash(ctx.cfg, m)} for m in methods]
+    res = ctx.tables.merge("subgraphs", rows, CHANGED.replacing_each(slices))
+    counts = {"subgraphs_written": res.inserted, "subgraphs_updated": res.updated}
+    counts["subgraphs_removed"] = res.deleted
+    per_method = {r["method"]: r.asDict() for r in _per_method(rows, nodes).collect()}
+    for method in methods:
+        got = per_method.get(method) or {}
+        batches, over, covered = (got.get(k) or 0 for k in ("batches", "over_budget", "covered"))
+        ctx.log.info(
+            "partition %s: %d batches; units covered %d of %d", method, batches, covered, n_units
+        )
+        key = _key(method)
+        counts[f"{key}_batches"] = int(batches)
+        counts[f"{key}_over_budget"] = int(over)
+        counts[f"{key}_units_uncovered"] = max(0, n_units - int(covered))
     ctx.log.info(
-        "partition %s: %d batches (%d written, %d updated, %d removed); units covered %d of %d",
-        method,
-        stats["batches"],
+        "partition: %d batches written, %d updated, %d removed",
         res.inserted,
         res.updated,
         res.deleted,
-        covered,
-        n_units,
     )
-    key = _key(method)
-    return StageResult(
-        {
-            f"{key}_batches": int(stats["batches"] or 0),
-            f"{key}_written": res.inserted,
-            f"{key}_updated": res.updated,
-            f"{key}_removed": res.deleted,
-            f"{key}_over_budget": int(stats["over_budget"] or 0),
-            f"{key}_units_uncovered": max(0, n_units - covered),
-        }
-    )
+    return StageResult(counts)
 
 
-def _covered(rows: DataFrame, nodes: DataFrame) -> int:
-    """How many distinct units are in some batch, placeholders not counted."""
+def _per_method(rows: DataFrame, nodes: DataFrame) -> DataFrame:
+    """Per method: its batches, those over budget, and how many distinct units are in
+    some batch (placeholders not counted)."""
     placeholders = nodes.filter("is_placeholder").select(F.col("entity_id").alias("u"))
-    return (
-        rows.select(F.explode(F.concat("node_ids", "edge_ids")).alias("u"))
+    covered = (
+        rows.select("method", F.explode(F.concat("node_ids", "edge_ids")).alias("u"))
         .distinct()
         .join(placeholders, "u", "left_anti")
-        .count()
+        .groupBy("method")
+        .agg(F.count("*").alias("covered"))
+    )
+    return (
+        rows.groupBy("method")
+        .agg(
+            F.count("*").alias("batches"),
+            F.sum(F.array_contains("flags", "over_budget").cast("long")).alias("over_budget"),
+        )
+        .join(covered, "method", "left")
     )
 
 
