@@ -112,15 +112,18 @@ def run_pipeline(
     with Lease(spark, tables.output_dir, run_id, cfg.run.lease_ttl_s):
         for path in sweep_scratch(spark, tables.layout):
             log.info("removed scratch a stopped run left: %s", path)
+        # what earlier runs settled, read before this run's record exists (a first run
+        # then reads no table at all)
+        settled = Settled.load(tables, cfg)
         _write_run(tables, run, first=True)
-        _run_stages(cfg, StageContext(spark, cfg, tables, run_id, run["input"], log), run)
+        ctx = StageContext(spark, cfg, tables, run_id, run["input"], log)
+        _run_stages(cfg, ctx, run, settled)
     return run_id
 
 
-def _run_stages(cfg: Config, ctx: StageContext, run: dict) -> None:
+def _run_stages(cfg: Config, ctx: StageContext, run: dict, settled: Settled) -> None:
     tables, run_id, stages = ctx.tables, ctx.run_id, run["stages"]
     log.info("run %s: stages %s -> %s", run_id[:12], ",".join(stages), tables.location("*"))
-    settled = Settled.load(tables, cfg)
     run["settled"] = settled.recorded
     try:
         for name in stages:

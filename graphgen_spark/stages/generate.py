@@ -278,9 +278,11 @@ def _run(ctx: StageContext) -> StageResult:
     written = ctx.tables.merge("qa", _qa_rows(ctx, done, batches))
     too_long = units.filter(F.col("prompt_tokens") > ctx.cfg.generate.max_prompt_tokens)
     invalid = done.filter("status <> 'ok'")
-    quarantined = _quarantine(ctx, invalid, too_long)
     rejected = invalid.select("mode").unionByName(too_long.select("mode"))
     per_mode = _per_mode(batches, units, done, rejected)
+    # a MERGE with nothing to write still costs a second or two: skip it
+    any_rejected = any(n.get("quarantined") for n in per_mode.values())
+    quarantined = _quarantine(ctx, invalid, too_long) if any_rejected else 0
     for mode in modes:
         n = per_mode.get(mode, {})
         ctx.log.info(
