@@ -19,7 +19,7 @@ from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.ids import h
 from graphgen_spark.lease import Lease
 from graphgen_spark.secrets import config_secrets, scrub
-from graphgen_spark.session import build_session
+from graphgen_spark.session import build_session, warm_python_workers
 from graphgen_spark.settled import Settled
 from graphgen_spark.stages import (
     chunk,
@@ -92,6 +92,7 @@ def run_pipeline(
     """Run the selected stages; returns the run id."""
     stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
+    warm_python_workers(spark)
     tables = Tables(spark, output_dir, cfg.tables.catalog, cfg.tables.db_schema)
     tables.check_schema()
     started = _now()
@@ -205,6 +206,7 @@ def dry_run(
 
     stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
+    warm_python_workers(spark)
     free = [s for s in stages if stage_named(s).llm is None]
     if free:
         run_pipeline(cfg, input_path, output_dir, free, spark=spark)

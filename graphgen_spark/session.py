@@ -10,8 +10,12 @@ regex below keeps its value off the Spark UI's environment page and out of event
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -19,6 +23,9 @@ from pyspark.sql import SparkSession
 from graphgen_spark.config import Config
 from graphgen_spark.errors import MissingArtifact
 from graphgen_spark.jars import cached_jars, coordinates
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -158,3 +165,28 @@ def require_graphframes(spark: SparkSession) -> None:
             f"{coordinates()['graphframes']} from Maven Central (or copy the jar into .jars/extra/, "
             "or pass it with --packages on a cluster)"
         )
+
+
+def warm_python_workers(spark: SparkSession) -> threading.Thread:
+    """Start the executors' Python workers in the background: the first Python task of a
+    session waits seconds for the worker daemon's imports and the JVM's first Arrow
+    exchange. A pipeline calls this before its first Delta commit, which keeps the driver
+    busy about as long; the stages then find the workers running. A failure here is
+    only logged: the first stage would start the workers itself."""
+
+    def warm() -> None:
+        sc = spark.sparkContext
+        sc.setJobDescription("warm-up: start the Python workers")
+        try:
+            n = sc.defaultParallelism
+            spark.range(n, numPartitions=n).mapInPandas(_passthrough, "id long").collect()
+        except Exception as exc:  # noqa: BLE001 - an optimisation, never a failure
+            logging.getLogger("graphgen_spark").debug("python worker warm-up failed: %s", exc)
+
+    thread = threading.Thread(target=warm, name="python-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def _passthrough(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    yield from batches
