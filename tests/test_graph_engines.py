@@ -192,3 +192,24 @@ def test_cut_oversized_components_by_label_propagation(engine, graph, spark, tmp
     want_edges = {(eid(a, b), group[a]) for a, b in EDGES if group[a] == group[b]}
     assert rows(cut.edges, "edge_id", "component_id") == want_edges
     assert rows(cut.groups, "component_id") == {(c,) for c in big}
+
+
+def test_graph_stats_count_every_figure_including_dangling_endpoints(spark, tmp_path):
+    """a-b-c, d alone, placeholder p-a; relation x-y names no entity at both ends and c-z
+    at one: three missing endpoints."""
+    from graphgen_spark.graph.stats import compute_stats
+
+    ents = spark.createDataFrame(
+        [(i, i == "p") for i in "abcdp"], "entity_id string, is_placeholder boolean"
+    )
+    rels = spark.createDataFrame(
+        [("a", "b"), ("b", "c"), ("p", "a"), ("x", "y"), ("c", "z")], "src_id string, dst_id string"
+    )
+    queries = GraphQueries(spark, "dataframe", str(tmp_path / "ck"))
+    got = compute_stats(spark, ents, rels, "r", queries).first().asDict()
+    assert (got["vertices"], got["edges"], got["placeholders"], got["isolated"]) == (5, 5, 1, 1)
+    assert got["missing_endpoints"] == 3
+    assert got["degree_histogram"] == {0: 1, 1: 1, 2: 3}  # d; p; a, b, c
+    assert (got["max_degree"], got["mean_degree"]) == (2, 7 / 5)
+    assert got["component_sizes"] == {1: 1, 4: 1}
+    assert (got["components"], got["largest_component"]) == (2, 4)
