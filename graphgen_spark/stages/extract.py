@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.concurrency import side_by_side
 from graphgen_spark.config import Config
 from graphgen_spark.errors import StageIncomplete
 from graphgen_spark.graph.normalize import clean_text, display_name, name_key, normalise_type
@@ -424,9 +425,14 @@ class _Extractor:
         """
         src = self._mention_sources()
         tables = self.ctx.tables
-        e_res = tables.merge("entity_mentions", _entity_mentions(src))
-        r_res = tables.merge("relation_mentions", _relation_mentions(src))
-        q_res = tables.merge("quarantine", self._quarantine(src))
+        e_res, r_res, q_res = side_by_side(
+            self.ctx.spark,
+            [
+                lambda: tables.merge("entity_mentions", _entity_mentions(src)),
+                lambda: tables.merge("relation_mentions", _relation_mentions(src)),
+                lambda: tables.merge("quarantine", self._quarantine(src)),
+            ],
+        )
         done = src.select(
             "chunk_id",
             "content_hash",

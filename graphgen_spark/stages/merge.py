@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, Row, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.concurrency import side_by_side
 from graphgen_spark.config import Config
 from graphgen_spark.graph.engines import GraphQueries
 from graphgen_spark.graph.normalize import clean_text
@@ -277,9 +278,13 @@ class _Merger:
         else:
             ents = ents.unionByName(self.placeholders(ents, rm))
         ents, rels = self.described(ents, rm)
-        e_res = tables.merge("entities", _hashed(ents, "entities"), UpdateWhenChanged(["row_hash"]))
-        r_res = tables.merge(
-            "relations", _hashed(rels, "relations"), UpdateWhenChanged(["row_hash"])
+        changed = UpdateWhenChanged(["row_hash"])
+        e_res, r_res = side_by_side(
+            self.ctx.spark,
+            [
+                lambda: tables.merge("entities", _hashed(ents, "entities"), changed),
+                lambda: tables.merge("relations", _hashed(rels, "relations"), changed),
+            ],
         )
         s = self.graph_stats()
         self.result.counts.update(
