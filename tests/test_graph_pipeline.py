@@ -8,6 +8,7 @@ the label-propagation cut of `community`), generate and export."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from graphs import write_generated_graph
 
 from graphgen_spark.config import build_config
 from graphgen_spark.jars import cached_jars, coordinates, read_manifest
-from graphgen_spark.pipeline import run_pipeline
+from graphgen_spark.pipeline import NAMES, run_pipeline
 from graphgen_spark.session import has_graphframes
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import Tables
@@ -33,6 +34,7 @@ KEYS = {
     "chunks": "chunk_id",
     "gap_scores": "element_id",
 }
+UPSTREAM = ["ingest", "chunk", "extract"]  # no graph query before merge
 # columns that say who computed a row or when, not what it holds
 PROVENANCE = {"run_id", "engine", "graph_engine", "computed_at"}
 
@@ -81,17 +83,24 @@ def graph_engines(tables: Tables) -> set[str]:
 
 
 def test_demo_corpus_with_and_without_graphframes(spark, tmp_path):
+    """The stages before merge ask no graph query: they run once and both sides start
+    from a copy of their tables."""
     with StandinServer(StandinOptions(), announce=False) as server:
         conf = {
             "spark": {"master": "local[2]", "shuffle_partitions": 4},
             "llm": llm_conf(server.base_url),
             "graph": {"engine": "graphframes"},
         }
+        upstream = tmp_path / "upstream"
+        run_pipeline(build_config(conf, env=False), str(CORPUS), upstream, UPSTREAM, spark=spark)
+        for side in ("with", "without"):
+            shutil.copytree(upstream / "tables", tmp_path / side / "tables")
+        rest = [s for s in NAMES if s not in UPSTREAM]
         with_gf = Tables(spark, tmp_path / "with")
-        run_pipeline(build_config(conf, env=False), str(CORPUS), tmp_path / "with", spark=spark)
+        run_pipeline(build_config(conf, env=False), None, tmp_path / "with", rest, spark=spark)
         without = Tables(spark, tmp_path / "without")
         conf["graph"] = {"engine": "dataframe"}  # auto would take the driver's union-find
-        run_without_graphframes(tmp_path, conf, None, CORPUS, tmp_path / "without")
+        run_without_graphframes(tmp_path, conf, ",".join(rest), None, tmp_path / "without")
     assert_same_outputs(with_gf, without, ["chunks", "entities", "relations", "subgraphs", "qa"])
     assert content(with_gf, "gap_scores") == content(without, "gap_scores")
     stats = {t: t.read("graph_stats").first().asDict() for t in (with_gf, without)}
