@@ -206,7 +206,6 @@ def dry_run(
 
     stages = stages or list(NAMES)
     spark = spark or build_session(cfg, master)
-    warm_python_workers(spark)
     free = [s for s in stages if stage_named(s).llm is None]
     if free:
         run_pipeline(cfg, input_path, output_dir, free, spark=spark)

@@ -638,7 +638,7 @@ _CONFLICTS = (
 # a create-with-rows that found the table there: another writer created it first
 _ALREADY_EXISTS = ("DELTA_PATH_EXISTS", "TABLE_OR_VIEW_ALREADY_EXISTS", "already exists")
 # the commits a first write makes (path, catalog): their rows count as inserted
-_CREATING_WRITES = ("WRITE", "CREATE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT")
+_CREATING_WRITES = ("WRITE", "CREATE TABLE AS SELECT")
 
 
 def retry_conflicts(table: str, write: Callable[[], T_], attempts: int = 10) -> T_:
@@ -748,20 +748,9 @@ class Tables:
             return bool(_commits(log))
         return DeltaTable.isDeltaTable(self.spark, loc)
 
-    def ensure(self, name: str) -> None:
-        """Create the table empty with its schema if it does not exist yet; add columns a
-        newer version of the schema introduced to a table an older version created."""
-        if self.exists(name):
-            self._add_missing_columns(name)
-            return
-        builder = DeltaTable.createIfNotExists(self.spark).addColumns(SCHEMAS[name])
-        loc = self.location(name)
-        builder = (
-            builder.tableName(loc) if self.catalog and self.db_schema else builder.location(loc)
-        )
-        builder.execute()
-
     def _add_missing_columns(self, name: str) -> None:
+        """Add the columns a newer version of the schema introduced to a stored table an
+        older version created (once per table and session)."""
         checked = self._columns_checked
         if name in checked:
             return
@@ -793,7 +782,7 @@ class Tables:
             created = self._create_with(name, df)
             if created is not None:
                 return created
-        self.ensure(name)
+        self._add_missing_columns(name)
         cols = [f.name for f in SCHEMAS[name].fields]
         df = df.select(*cols)
         update_when = policy.update_when()
