@@ -9,7 +9,7 @@ listener still name the stage.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from pyspark.sql import SparkSession
@@ -28,3 +28,13 @@ def side_by_side(spark: SparkSession, actions: Sequence[Callable[[], T_]]) -> li
     with ThreadPoolExecutor(min(MAX_THREADS, len(actions)), "spark-side") as pool:
         futures = [pool.submit(wrap(a)) for a in actions]
     return [f.result() for f in futures]
+
+
+def in_background(spark: SparkSession, action: Callable[[], T_]) -> Future[T_]:
+    """``action`` started now on a driver thread (same job group); the caller takes
+    ``result()`` where it needs it finished."""
+    pool = ThreadPoolExecutor(1, "spark-background")
+    try:
+        return pool.submit(inheritable_thread_target(spark)(action))
+    finally:
+        pool.shutdown(wait=False)

@@ -8,13 +8,17 @@ resumes (every stage is a keyed MERGE and every LLM call is cached).
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pyspark.sql import Row, SparkSession
 
+from graphgen_spark.concurrency import in_background, side_by_side
 from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.ids import h
 from graphgen_spark.lease import Lease
@@ -116,13 +120,18 @@ def run_pipeline(
         # what earlier runs settled, read before this run's record exists (a first run
         # then reads no table at all)
         settled = Settled.load(tables, cfg)
-        _write_run(tables, run, first=True)
+        # the opening record is the session's first Delta commit (seconds of cold JVM
+        # code): it is written while the first stage starts
+        opening = functools.partial(_write_run, tables, copy.deepcopy(run), first=True)
+        opened = in_background(spark, opening)
         ctx = StageContext(spark, cfg, tables, run_id, run["input"], log)
-        _run_stages(cfg, ctx, run, settled)
+        _run_stages(cfg, ctx, run, settled, opened)
     return run_id
 
 
-def _run_stages(cfg: Config, ctx: StageContext, run: dict, settled: Settled) -> None:
+def _run_stages(
+    cfg: Config, ctx: StageContext, run: dict, settled: Settled, opened: Future
+) -> None:
     tables, run_id, stages = ctx.tables, ctx.run_id, run["stages"]
     log.info("run %s: stages %s -> %s", run_id[:12], ",".join(stages), tables.location("*"))
     run["settled"] = settled.recorded
@@ -137,8 +146,16 @@ def _run_stages(cfg: Config, ctx: StageContext, run: dict, settled: Settled) -> 
         raise
     finally:
         run["finished_at"] = _now()
-        _write_run(tables, run)
-        _report(cfg, tables, run)
+        _close(cfg, tables, run, opened)
+
+
+def _close(cfg: Config, tables: Tables, run: dict, opened: Future) -> None:
+    """The closing record and the report, side by side (the report is drawn from ``run``,
+    not from ``runs``); only once the opening record is written, so the two never race."""
+    failed = opened.exception()
+    if failed is not None:
+        log.warning("run record: the opening write failed (%s); the closing one adds it", failed)
+    side_by_side(tables.spark, [lambda: _write_run(tables, run), lambda: _report(cfg, tables, run)])
 
 
 def _run_stage(stage: Stage, ctx: StageContext, settled: Settled) -> dict:
