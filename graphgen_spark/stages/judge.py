@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from graphgen_spark.concurrency import side_by_side
 from graphgen_spark.config import Config, ConfigError
 from graphgen_spark.errors import StageIncomplete
 from graphgen_spark.gap.calibration import Bin
@@ -274,8 +275,13 @@ def _run(ctx: StageContext) -> StageResult:
         .join(statements, "statement_id")
     )
     changed = UpdateWhenChanged(["loss", "n_ok", "n_total", "status"])
-    ctx.tables.merge("gap_scores", gap_scores(mine, trainee_model), changed)
-    _calibrate(ctx, mine, trainee_model)
+    side_by_side(  # two tables drawn from the same judgements
+        ctx.spark,
+        [
+            lambda: ctx.tables.merge("gap_scores", gap_scores(mine, trainee_model), changed),
+            lambda: _calibrate(ctx, mine, trainee_model),
+        ],
+    )
     _check_unjudged(ctx, mine, trainee_model, result)
     return result
 
