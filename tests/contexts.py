@@ -3,14 +3,16 @@ and the ``llm`` settings that point a whole run at the stand-in endpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
 from graphgen_spark.config import ROOT, Config, build_config
-from graphgen_spark.stages.base import StageContext
+from graphgen_spark.stages.base import Scratch, StageContext
 from graphgen_spark.tables import Tables
 
 CORPUS = ROOT / "examples" / "corpus"  # the bundled demo corpus
@@ -32,6 +34,17 @@ def stage_context(
         tables = Tables(spark, tables)
     path = None if input_path is None else str(input_path)
     return StageContext(spark, cfg, tables, run_id, input_path=path)
+
+
+@contextmanager
+def with_scratch(ctx: StageContext) -> Iterator[StageContext]:
+    """``ctx`` with a scratch folder, as ``Stage.run`` gives a stage's body (to test one of
+    its steps alone); the folder and checkpoints are removed after."""
+    scratch = Scratch(ctx, "test")
+    try:
+        yield replace(ctx, scratch=scratch)
+    finally:
+        scratch.cleanup()
 
 
 def llm_conf(url: str) -> dict:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from contexts import stage_context, with_scratch
 from pyspark.sql import functions as F
-from rows import merge_rows, row
+from rows import frame, merge_rows, row
 
 from graphgen_spark.config import MODES, build_config
 from graphgen_spark.dryrun import render
@@ -15,7 +16,7 @@ from graphgen_spark.ids import h
 from graphgen_spark.language import han_share
 from graphgen_spark.pipeline import dry_run, run_pipeline
 from graphgen_spark.prompts.generate import PROMPT_VERSION
-from graphgen_spark.stages.generate import normalise_question
+from graphgen_spark.stages.generate import normalise_question, write_qa
 from graphgen_spark.standin import StandinOptions, StandinServer
 from graphgen_spark.tables import Tables
 
@@ -202,6 +203,61 @@ def test_atomic_splits_merged_descriptions_and_flags_exact_duplicates(generated)
         originals = [r for r in g if r["status"] == "ok"]
         assert len(originals) == 1
         assert all(r["duplicate_of"] == originals[0]["qa_id"] for r in g if r is not originals[0])
+
+
+def _qa(qa_id: str, batch: str, question: str, status: str = "ok") -> dict:
+    return row(
+        "qa",
+        qa_id=qa_id,
+        mode="atomic",
+        item_index=0,
+        question=question,
+        language="en",
+        answer=f"answer of {qa_id}: " + " ".join(qa_id * 3 for _ in range(8)),
+        batch_id=batch,
+        status=status,
+        flags=[],
+    )
+
+
+@pytest.mark.parametrize("duplicates", ["flag", "drop"])
+def test_new_qa_flags_duplicates_across_runs_in_the_same_write(spark, tmp_path, duplicates):
+    """A stored row that a new, better-ranked row repeats is flagged (or dropped) by the
+    write that inserts the new rows, which arrive already flagged: one commit in flag mode."""
+    tables = Tables(spark, tmp_path / "out")
+    ranks = [
+        row("subgraphs", batch_id=b, seed_rank=r) for b, r in [("b1", 1), ("b2", 2), ("b3", 3)]
+    ]
+    merge_rows(tables, "subgraphs", ranks)
+    merge_rows(tables, "qa", [_qa("old", "b2", "What is radium?")])
+    before = tables.version("qa")
+    cfg = {"generate": {"modes": ["atomic"], "duplicates": duplicates}}
+    with with_scratch(stage_context(spark, tables, cfg)) as ctx:
+        new = [
+            _qa("best", "b1", "what is Radium"),
+            _qa("worse", "b3", "WHAT IS RADIUM??"),
+            _qa("unsupported", "b3", "What is radium?", status="unsupported"),
+            _qa("other", "b3", "Where did Marie Curie teach?"),
+        ]
+        inserted, marked = write_qa(ctx, frame(spark, "qa", new))
+        got = {r["qa_id"]: r for r in tables.read("qa").collect()}
+        assert marked == 2
+        if duplicates == "flag":
+            assert (inserted, tables.version("qa")) == (4, before + 1)
+            for dup in ("old", "worse"):
+                assert (got[dup]["status"], got[dup]["duplicate_of"]) == ("duplicate", "best")
+                assert got[dup]["flags"] == ["duplicate"]
+            assert {k: got[k]["status"] for k in ("best", "unsupported", "other")} == {
+                "best": "ok",
+                "unsupported": "unsupported",
+                "other": "ok",
+            }
+        else:
+            assert (inserted, sorted(got)) == (3, ["best", "other", "unsupported"])
+        # the same rows again: nothing is written (drop mode drops its duplicate once more)
+        version = tables.version("qa")
+        again = write_qa(ctx, frame(spark, "qa", new))
+        assert (again, tables.version("qa")) == ((0, int(duplicates == "drop")), version)
 
 
 def test_rerun_makes_no_calls_and_writes_nothing(generated):

@@ -275,7 +275,7 @@ def _run(ctx: StageContext) -> StageResult:
     batches = ctx.scratch.materialise(all_batches(ctx))
     units = ctx.scratch.materialise(all_units(ctx, batches))
     result, done = _converse(ctx, units)
-    written = ctx.tables.merge("qa", _qa_rows(ctx, done, batches))
+    written, marked = write_qa(ctx, _qa_rows(ctx, done, batches))
     too_long = units.filter(F.col("prompt_tokens") > ctx.cfg.generate.max_prompt_tokens)
     invalid = done.filter("status <> 'ok'")
     rejected = invalid.select("mode").unionByName(too_long.select("mode"))
@@ -294,9 +294,7 @@ def _run(ctx: StageContext) -> StageResult:
             n.get("quarantined", 0),
         )
         result.counts.update({f"{mode}_{k}": v for k, v in n.items()})
-    result.counts.update(qa_written=written.inserted, quarantined=quarantined)
-    if ctx.tables.exists("qa"):
-        result.counts["duplicates_flagged"] = _flag_duplicates(ctx, modes)
+    result.counts.update(qa_written=written, quarantined=quarantined, duplicates_flagged=marked)
     return result
 
 
@@ -390,16 +388,50 @@ def _qa_rows(ctx: StageContext, done: DataFrame, batches: DataFrame) -> DataFram
     )
 
 
-def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
-    """Exact duplicates (normalised question) and near-duplicates (MinHash LSH over question
-    and answer, §8.4) within a mode point at the best-ranked original of their group (§7.4).
-    One pass over every mode at the end of the stage: LSH has a fixed cost per call."""
-    tables, scratch = ctx.tables, ctx.scratch
-    nd = ctx.cfg.eval.near_dup
+DUPLICATE_KINDS = ("duplicate", "near_duplicate")
+FLAG_COLUMNS = ["status", "duplicate_of", "flags"]
+
+
+def write_qa(ctx: StageContext, rows: DataFrame) -> tuple[int, int]:
+    """New QA rows and their duplicate flags (§7.4) in one write: new rows go in already
+    flagged, and stored rows that a new, better-ranked row makes duplicates are flagged in
+    the same MERGE (``generate.duplicates: drop``: neither is kept). Returns the rows
+    inserted and the rows flagged (or dropped)."""
+    tables = ctx.tables
+    stored = tables.read("qa")
+    fresh = ctx.scratch.materialise(rows.join(stored.select("qa_id"), "qa_id", "left_anti"))
+    in_scope = F.col("mode").isin(*ctx.cfg.generate.modes) & F.col("status").isin(
+        "ok", *DUPLICATE_KINDS
+    )
+    pool = fresh.unionByName(stored).filter(in_scope)
+    marks = ctx.scratch.materialise(_duplicate_marks(ctx, pool))
+    new_marked = marks.join(fresh.select("qa_id"), "qa_id").count()
+    unmarked = fresh.join(marks, "qa_id", "left_anti")
+    if ctx.cfg.generate.duplicates == "drop":
+        written = tables.merge("qa", unmarked)
+        stored_marked = marks.count() - new_marked
+        dropped = tables.delete_keys("qa", marks) if stored_marked else 0
+        return written.inserted, new_marked + dropped
+    flagged = (
+        pool.join(marks, "qa_id")
+        .withColumn("duplicate_of", F.col("original"))
+        .withColumn("status", F.col("kind"))
+        .withColumn("flags", F.array_union("flags", F.array("kind")))
+        .select(*SCHEMAS["qa"].fieldNames())
+    )
+    changed = UpdateWhenChanged(["duplicate_of"], only=FLAG_COLUMNS)
+    res = tables.merge("qa", unmarked.unionByName(flagged), changed)
+    return res.inserted, new_marked + res.updated
+
+
+def _duplicate_marks(ctx: StageContext, qa: DataFrame) -> DataFrame:
+    """``qa_id``, ``original``, ``kind`` of each row of ``qa`` that repeats another of its
+    mode: exact duplicates (normalised question), then near-duplicates among the rest
+    (MinHash LSH over question and answer, §8.4); each points at the best-ranked original
+    of its group. One pass over every mode: LSH has a fixed cost per call."""
+    scratch, nd = ctx.scratch, ctx.cfg.eval.near_dup
     norm = F.udf(normalise_question)
-    kinds = ("ok", "duplicate", "near_duplicate")
-    qa = tables.read("qa").filter(F.col("mode").isin(*modes) & F.col("status").isin(*kinds))
-    ranks = tables.read("subgraphs").select("batch_id", "seed_rank")
+    ranks = ctx.tables.read("subgraphs").select("batch_id", "seed_rank")
     order = [F.col("seed_rank").asc_nulls_last(), "item_index", "qa_id"]
     keyed = qa.join(ranks, "batch_id", "left").withColumn("_k", norm("question"))
     keyed = scratch.materialise(
@@ -434,19 +466,7 @@ def _flag_duplicates(ctx: StageContext, modes: list[str]) -> int:
         .filter(F.col("original") != F.col("qa_id"))
         .select("qa_id", "original", F.lit("near_duplicate").alias("kind"))
     )
-    marks = exact.union(near)
-    if ctx.cfg.generate.duplicates == "drop":
-        return tables.delete_keys("qa", marks.select("qa_id"))
-    flagged = (
-        qa.join(marks, "qa_id")
-        .withColumn("duplicate_of", F.col("original"))
-        .withColumn("status", F.col("kind"))
-        .withColumn("flags", F.array_union("flags", F.array("kind")))
-        .select(*SCHEMAS["qa"].fieldNames())
-    )
-    changed = UpdateWhenChanged(["duplicate_of"], only=["status", "duplicate_of", "flags"])
-    res = tables.merge("qa", flagged, changed)
-    return res.updated
+    return exact.union(near)
 
 
 def _quarantine(ctx: StageContext, invalid: DataFrame, too_long: DataFrame) -> int:
